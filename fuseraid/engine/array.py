@@ -1,0 +1,832 @@
+"""`Array`: an assembled md array served to trio tasks.
+
+Every request takes the interval lock on the volume's `lock_span` (shared for reads,
+exclusive for writes) and then makes ONE worker-thread hop in which the volume (a level
+driver, a RecoveringVolume while a role is rebuilt, or the migration's Border) does the
+whole request. Member failures arrive in that thread through the driver's
+`on_member_error`: the member is failed at once (its slots set to None, the superblocks
+of the others record the role faulty, events + 1) before the driver goes on degraded, so
+no degraded write is ever acknowledged while the superblocks still trust the member.
+
+Background work (resync after an unclean stop, rebuild onto an added member, check) runs
+in a nursery the caller gives to `start()`; `open_array()` in assemble.py does that.
+State changes go through `SuperblockSet.commit()` (data fsync first, then superblocks).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from fuseraid.engine.levels import Slot, make_driver
+from fuseraid.engine.locks import WHOLE, IntervalLock
+from fuseraid.engine.recovery import RecoveringVolume
+from fuseraid.engine.state import Entry, SuperblockSet
+from fuseraid.engine.tolerance import describe_missing, survives
+from fuseraid.errors import FuseraidError, MemberIOError
+from fuseraid.layout import Geometry, layout_name
+from fuseraid.member.device import Member
+from fuseraid.superblock.codec import (
+    MAX_SECTOR,
+    MD_DISK_ROLE_FAULTY,
+    MD_DISK_ROLE_MAX,
+    MD_DISK_ROLE_SPARE,
+    MD_FEATURE_RECOVERY_OFFSET,
+    SECTOR,
+    Superblock,
+)
+
+log = logging.getLogger("fuseraid.engine")
+
+# Array bytes per background step (resync, rebuild, check): big enough that one thread
+# hop does real work, small enough that foreground requests wait little for the lock.
+BATCH_BYTES = 4 << 20
+# Rebuild checkpoints (recovery_offset) at most this often (seconds).
+CHECKPOINT_SECONDS = 5.0
+
+
+@dataclass(eq=False)
+class MemberState:
+    """One member of the array and what it is doing."""
+
+    path: str
+    member: Member
+    entry: Entry
+    role: int | None  # None for a spare
+    state: str  # active | rebuilding | faulty | spare
+    recovered_rows: int = 0  # rebuilding: rows [0, recovered_rows) are valid
+
+    @property
+    def data_offset(self) -> int:
+        return self.entry.sb.data_offset_bytes
+
+    @property
+    def device_uuid(self) -> bytes:
+        return self.entry.sb.device_uuid
+
+
+@dataclass
+class Task:
+    """Progress of the running background task."""
+
+    name: str
+    total_bytes: int
+    done_bytes: int = 0
+    started: float = 0.0
+
+    def report(self, now: float) -> dict[str, Any]:
+        elapsed = max(now - self.started, 1e-9)
+        speed = self.done_bytes / elapsed
+        left = self.total_bytes - self.done_bytes
+        return {
+            "name": self.name,
+            "done_bytes": self.done_bytes,
+            "total_bytes": self.total_bytes,
+            "percent": round(100.0 * self.done_bytes / self.total_bytes, 2)
+            if self.total_bytes else 100.0,
+            "speed": speed,
+            "eta": left / speed if speed > 0 else None,
+        }
+
+
+def _set_role(sb: Superblock, dev_number: int, role: int) -> None:
+    """dev_roles[dev_number] = role, growing dev_roles (unused slots read as faulty,
+    as md's super_1_sync writes them)."""
+    while len(sb.dev_roles) <= dev_number:
+        sb.dev_roles.append(MD_DISK_ROLE_FAULTY)
+    sb.max_dev = len(sb.dev_roles)
+    sb.dev_roles[dev_number] = role
+
+
+def _eio(msg: str) -> OSError:
+    return OSError(errno.EIO, msg)
+
+
+class Array:
+    """An assembled array. Build it with assemble()/open_array() (assemble.py)."""
+
+    def __init__(
+        self,
+        *,
+        geometry: Geometry,
+        superblocks: SuperblockSet,
+        members: list[MemberState],
+        readonly: bool,
+        resync_from: int | None,
+        reshape: Any = None,
+    ) -> None:
+        self.geometry = geometry
+        self.superblocks = superblocks
+        self.readonly = readonly
+        self.lock = IntervalLock()
+        self._state_lock = threading.RLock()
+        self._roles: list[MemberState | None] = [None] * geometry.raid_disks
+        self._spares: list[MemberState] = []
+        self._faulty: list[MemberState] = []
+        for ms in members:
+            if ms.state == "spare":
+                self._spares.append(ms)
+            elif ms.state == "faulty":
+                self._faulty.append(ms)
+            else:
+                assert ms.role is not None
+                self._roles[ms.role] = ms
+        # Slot lists of every driver built here: failing a member clears it in all.
+        self._slot_lists: list[list[Slot | None]] = []
+        self.slots: list[Slot | None] = [
+            Slot(ms.member, ms.data_offset) if ms is not None and ms.state == "active" else None
+            for ms in self._roles
+        ]
+        # A reshape in progress (fuseraid.migration Reshape) serves through its Border;
+        # the plain driver exists once it has finished.
+        self.reshape = reshape
+        self.reshape_control: Any = None
+        self._driver: Any = None if reshape is not None else self.make_driver(geometry, self.slots)
+        self.volume: Any = reshape.volume if reshape is not None else self._driver
+        # Resync: None = in sync, else the first row not yet resynced.
+        self._resync_row: int | None = resync_from
+        self._active = False  # superblocks say "active" (resync_offset 0)
+        self._dead: str | None = None  # why I/O fails, once beyond tolerance
+        self._fail_gen = 0
+        self._kicked_gen = 0
+        self._closed = False
+        self._closing = False
+        self._stopping = False  # no new background work
+        self._active_lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        self._task: Task | None = None
+        self._task_scope: trio.CancelScope | None = None
+        self._pending = 0  # background jobs launched but not finished
+        self._idle = trio.Event()
+        self._idle.set()
+        self.mismatch_cnt: int | None = None
+        # members the array holds open but serves no role of (mid-reshape extra roles)
+        self.extra_members: list[Member] = []
+
+    # ---- the volume ----
+    @property
+    def size(self) -> int:
+        return int(self.volume.size)
+
+    @property
+    def members(self) -> list[MemberState]:
+        """Role holders in role order, then faulty members, then spares."""
+        return [ms for ms in self._roles if ms is not None] + self._faulty + self._spares
+
+    def make_driver(self, geometry: Geometry, slots: list[Slot | None]) -> Any:
+        """A level driver over `slots` (kept by reference) whose member errors go through
+        this array's failure policy. The migration builds its old/new drivers here."""
+        self._slot_lists.append(slots)
+
+        def on_error(role: int, exc: MemberIOError) -> None:
+            slot = slots[role]
+            if slot is not None:
+                self._fail_member(slot.member, str(exc))
+
+        return make_driver(geometry, slots, on_error)
+
+    async def swap_volume(self, volume: Any, geometry: Geometry | None = None) -> None:
+        """Replace the volume (and optionally the geometry) while no request runs."""
+        async with self.lock.exclusive(0, WHOLE):
+            self.volume = volume
+            if geometry is not None:
+                self.geometry = geometry
+
+    def adopt_volume(self, volume: Any, geometry: Geometry | None = None) -> None:
+        """Synchronous swap for a caller that already holds the whole-array lock (the
+        migration's on_finished): `volume` becomes the array's plain driver."""
+        self.volume = volume
+        if geometry is not None:
+            self.geometry = geometry
+        if hasattr(volume, "slots") and hasattr(volume, "scrub"):
+            self._driver = volume
+            self.slots = volume.slots
+            if volume.slots not in self._slot_lists:
+                self._slot_lists.append(volume.slots)
+
+    # ---- requests ----
+    async def read(self, off: int, n: int) -> bytes:
+        if off < 0 or n < 0:
+            raise OSError(errno.EINVAL, f"bad read at {off} of {n} bytes")
+        size = self.size
+        if n == 0 or off >= size:
+            return b""
+        return await self._request(off, min(n, size - off), None)
+
+    async def write(self, off: int, data: bytes | bytearray | memoryview) -> int:
+        if self.readonly:
+            raise OSError(errno.EROFS, "the array is read-only")
+        n = len(memoryview(data).cast("B"))
+        if off < 0:
+            raise OSError(errno.EINVAL, f"bad write offset {off}")
+        if off + n > self.size:
+            raise OSError(errno.ENOSPC, f"write of {n} bytes at {off} passes the end of the "
+                          f"array ({self.size} bytes)")
+        if n == 0:
+            return 0
+        if not self._active:
+            await self._mark_active()
+        await self._request(off, n, data)
+        return n
+
+    async def flush(self) -> None:
+        vol = self.volume
+        gen = self._fail_gen
+        try:
+            await trio.to_thread.run_sync(vol.flush)
+        except (FuseraidError, OSError) as exc:
+            if self._dead or self._fail_gen == gen:
+                raise _eio(f"flush failed: {exc}") from exc
+        self._after_request()
+
+    async def _request(self, off: int, n: int, data: Any) -> Any:
+        write = data is not None
+        for _ in range(self.geometry.raid_disks + 1):
+            vol = self.volume
+            start, end = vol.lock_span(off, n)
+            req = await self.lock.acquire(start, end, exclusive=write)
+            try:
+                if self.volume is not vol:
+                    continue  # swapped while we waited: the span may differ
+                if self._dead:
+                    raise _eio(self._dead)
+                gen = self._fail_gen
+                try:
+                    if write:
+                        return await trio.to_thread.run_sync(vol.write, off, data)
+                    return await trio.to_thread.run_sync(vol.read, off, n)
+                except (FuseraidError, OSError) as exc:
+                    if self._dead:
+                        raise _eio(self._dead) from exc
+                    if self._fail_gen == gen:
+                        raise _eio(str(exc)) from exc
+                    # a member failed during the request: run it again degraded
+            finally:
+                self.lock.release(req)
+                self._after_request()
+        raise _eio(f"request at {off} of {n} bytes kept failing")
+
+    def _after_request(self) -> None:
+        if self._fail_gen != self._kicked_gen:
+            self._kicked_gen = self._fail_gen
+            self._kick()
+
+    # ---- superblock state ----
+    @property
+    def redundant(self) -> bool:
+        return self.geometry.level != 0
+
+    async def _commit(self, mutator: Callable[[Superblock], Any] | None) -> None:
+        await trio.to_thread.run_sync(self._commit_sync, mutator)
+
+    def _commit_sync(self, mutator: Callable[[Superblock], Any] | None) -> None:
+        with self._state_lock:
+            failed = self.superblocks.commit(mutator)
+            for e in failed:
+                self._fail_member(e.member, "superblock write failed")
+
+    async def _mark_active(self) -> None:
+        """md's clean -> active transition: resync_offset 0 while writes may be in flight."""
+        async with self._active_lock:  # writers wait until "active" is durable
+            if self._active:
+                return
+            if not self.readonly and self.redundant:
+
+                def active(sb: Superblock) -> None:
+                    sb.resync_offset = 0
+
+                await self._commit(active)
+            self._active = True
+
+    def _clean_mutator(self) -> Callable[[Superblock], None]:
+        resync = self._resync_checkpoint()
+        rebuilding = {ms.device_uuid: self._recovery_sectors(ms) for ms in self._rebuilding()}
+
+        def clean(sb: Superblock) -> None:
+            sb.resync_offset = resync
+            if sb.device_uuid in rebuilding:
+                sb.feature_map |= MD_FEATURE_RECOVERY_OFFSET
+                sb.recovery_offset = rebuilding[sb.device_uuid]
+
+        return clean
+
+    def _dev_per_row(self) -> int | None:
+        """Member data-area bytes that rows [0, k) fill, per row; None when a prefix of
+        rows is not a prefix of the member (raid10 far copies): checkpoint only at the end."""
+        g = self.geometry
+        if g.level in (4, 5, 6):
+            return g.chunk
+        if g.level == 1:
+            return int(self._driver.row_bytes)
+        if g.level == 10:
+            p = g.raid10
+            if p.far == 1 or p.offset:
+                return g.chunk * p.copies
+            return None
+        return None
+
+    def _resync_checkpoint(self) -> int:
+        if self._resync_row is None:
+            return MAX_SECTOR
+        per = self._dev_per_row()
+        return 0 if per is None else self._resync_row * per // SECTOR
+
+    def _recovery_sectors(self, ms: MemberState) -> int:
+        per = self._dev_per_row()
+        return 0 if per is None else ms.recovered_rows * per // SECTOR
+
+    def rows_from_sectors(self, sectors: int) -> int:
+        """Rows fully inside the first `sectors` of each member's data area (rounded
+        down: resuming a little early is always safe)."""
+        per = self._dev_per_row()
+        if per is None:
+            return 0
+        return min(sectors * SECTOR // per, int(self._driver.rows))
+
+    # ---- failure policy ----
+    def _find(self, member: Any) -> MemberState | None:
+        for ms in self.members:
+            if ms.member is member:
+                return ms
+        return None
+
+    def _missing_roles(self) -> list[int]:
+        return [r for r, ms in enumerate(self._roles) if ms is None or ms.state != "active"]
+
+    def _rebuilding(self) -> list[MemberState]:
+        return [ms for ms in self._roles if ms is not None and ms.state == "rebuilding"]
+
+    def _fail_member(self, member: Any, reason: str) -> None:
+        """Fail a member (any thread). Raises OSError(EIO) when the array cannot go on."""
+        with self._state_lock:
+            for lst in self._slot_lists:
+                for i, s in enumerate(lst):
+                    if s is not None and s.member is member:
+                        lst[i] = None
+            ms = self._find(member)
+            if ms is not None and ms.state != "faulty":
+                log.warning("%s failed: %s", ms.path, reason)
+                if ms in self._spares:
+                    self._spares.remove(ms)
+                elif ms.role is not None and self._roles[ms.role] is ms:
+                    self._roles[ms.role] = None
+                ms.state = "faulty"
+                self._faulty.append(ms)
+                self._fail_gen += 1
+                missing = self._missing_roles()
+                if not survives(self.geometry, missing):
+                    self._dead = (f"array failed: roles {describe_missing(missing)} are "
+                                  f"missing (last: {ms.path}: {reason})")
+                self.superblocks.drop(ms.entry)
+                dev = ms.entry.sb.dev_number
+                self._commit_sync(lambda sb: _set_role(sb, dev, MD_DISK_ROLE_FAULTY))
+            if self._dead:
+                raise _eio(self._dead)
+
+    def _resolve(self, which: int | str) -> MemberState:
+        if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
+            role = int(which)
+            if not 0 <= role < self.geometry.raid_disks:
+                raise FuseraidError(f"no role {role} (raid_disks {self.geometry.raid_disks})")
+            ms = self._roles[role]
+            if ms is None:
+                raise FuseraidError(f"role {role} has no member")
+            return ms
+        path = os.path.realpath(which)
+        for ms in self.members:
+            if os.path.realpath(ms.path) == path:
+                return ms
+        raise FuseraidError(f"{which} is not a member of this array")
+
+    async def fail(self, which: int | str) -> dict[str, Any]:
+        """Mark a member faulty (by role or path), like `mdadm --fail`."""
+        if self.readonly:
+            raise FuseraidError("the array is read-only")
+        ms = self._resolve(which)
+        if ms.state == "faulty":
+            raise FuseraidError(f"{ms.path} is already faulty")
+        if ms.state == "active":
+            missing = {*self._missing_roles(), ms.role}
+            if not survives(self.geometry, missing):
+                raise FuseraidError(f"failing {ms.path} would leave roles "
+                                    f"{describe_missing(missing)} missing: too many for "
+                                    f"raid{self.geometry.level}")
+        async with self.lock.exclusive(0, WHOLE):  # no request runs on the old slots
+            await trio.to_thread.run_sync(self._fail_member, ms.member, "failed by request")
+        self._after_request()
+        return {"path": ms.path, "role": ms.role, "state": ms.state}
+
+    async def remove(self, which: int | str) -> dict[str, Any]:
+        """Take a faulty member or a spare out of the array, like `mdadm --remove`."""
+        if self.readonly:
+            raise FuseraidError("the array is read-only")
+        ms = self._resolve(which)
+        if ms.state not in ("faulty", "spare"):
+            raise FuseraidError(f"{ms.path} is {ms.state}: fail it before removing it")
+        dev = ms.entry.sb.dev_number
+        with self._state_lock:
+            if ms in self._spares:
+                self._spares.remove(ms)
+            if ms in self._faulty:
+                self._faulty.remove(ms)
+            self.superblocks.drop(ms.entry)
+        await self._commit(lambda sb: _set_role(sb, dev, MD_DISK_ROLE_FAULTY))
+        await trio.to_thread.run_sync(ms.member.close)
+        return {"path": ms.path, "removed": True}
+
+    async def add(self, path: str) -> dict[str, Any]:
+        """Add a member: it takes a missing role and is rebuilt (in the background when the
+        array runs one, else before this returns), or it becomes a spare."""
+        if self.readonly:
+            raise FuseraidError("the array is read-only")
+        real = os.path.realpath(path)
+        for ms in self.members:
+            if os.path.realpath(ms.path) == real:
+                raise FuseraidError(f"{path} is already a member of this array")
+        member = await trio.to_thread.run_sync(lambda: Member(path))
+        try:
+            ms = await self._add_member(path, member)
+        except BaseException:
+            member.close()
+            raise
+        self._kick()
+        if self._nursery is None and ms.state == "rebuilding":
+            await self._run_rebuild(ms)
+        return {"path": path, "role": ms.role, "state": ms.state}
+
+    async def _add_member(self, path: str, member: Member) -> MemberState:
+        newest = self.superblocks.newest
+        data_offset = newest.data_offset_bytes
+        need = data_offset + self.geometry.dev_used
+        if member.size < need:
+            raise FuseraidError(f"{path}: too small: {member.size} bytes, the array needs "
+                                f"{need} (data offset {data_offset} + {self.geometry.dev_used})")
+        used = {ms.entry.sb.dev_number for ms in self.members}
+        dev = next(d for d in range(len(newest.dev_roles) + 1)
+                   if d not in used and (d >= len(newest.dev_roles)
+                                         or newest.dev_roles[d] >= MD_DISK_ROLE_MAX))
+        missing = [r for r, holder in enumerate(self._roles) if holder is None]
+        role = missing[0] if missing and self.redundant else None
+        sb = newest.replace(
+            dev_number=dev,
+            device_uuid=secrets.token_bytes(16),
+            data_size=member.size // SECTOR - newest.data_offset,
+            recovery_offset=0,
+            cnt_corrected_read=0,
+            devflags=0,
+            feature_map=newest.feature_map & ~MD_FEATURE_RECOVERY_OFFSET,
+        )
+        entry = Entry(path, member, sb)
+        ms = MemberState(path, member, entry, role, "spare" if role is None else "rebuilding")
+        uuid = sb.device_uuid
+        value = MD_DISK_ROLE_SPARE if role is None else role
+
+        def record(s: Superblock) -> None:
+            _set_role(s, dev, value)
+            if s.device_uuid == uuid and role is not None:
+                s.feature_map |= MD_FEATURE_RECOVERY_OFFSET
+                s.recovery_offset = 0
+
+        with self._state_lock:
+            self.superblocks.add(entry)
+            if role is None:
+                self._spares.append(ms)
+            else:
+                self._roles[role] = ms
+        await self._commit(record)
+        log.info("%s added as %s", path, "spare" if role is None else f"role {role}")
+        return ms
+
+    # ---- background work ----
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Mark the array active and run its background work in `nursery`."""
+        self._nursery = nursery
+        if not self.readonly:
+            await self._mark_active()
+        if self.reshape is not None and not self.readonly:
+            nursery.start_soon(self._run_reshape)
+        self._kick()
+
+    async def _run_reshape(self) -> None:
+        """Continue the reshape the superblocks record (fuseraid.migration)."""
+        from fuseraid.migration import migrator
+
+        reshape = self.reshape
+        self.reshape_control = control = migrator.Control()
+        new = reshape.plan.new
+
+        def finished(volume: Any) -> None:
+            self.adopt_volume(volume, new)
+            self.reshape = None
+
+        try:
+            await migrator.run_live(reshape, self.lock, control, finished)
+        except FuseraidError as exc:
+            log.warning("reshape stopped: %s", exc)
+        self._kick()
+
+    def _kick(self) -> None:
+        """Start the next background job if none runs: rebuild, spare recovery, resync."""
+        if self._nursery is None or self._task is not None or self.readonly or self._stopping:
+            return
+        if self._dead or self._driver is None or self.volume is not self._driver:
+            return
+        rebuilding = self._rebuilding()
+        if not rebuilding and self._spares and self.redundant:
+            missing = [r for r, holder in enumerate(self._roles) if holder is None]
+            if missing:
+                self._launch(self._spare_to_role, self._spares[0], missing[0])
+                return
+        if rebuilding:
+            self._launch(self._run_rebuild, rebuilding[0])
+        elif self._resync_row is not None and not self._missing_roles() and self.redundant:
+            self._launch(self._run_resync)
+
+    def _launch(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._nursery is not None
+        self._pending += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        self._nursery.start_soon(self._launched, fn, *args)
+
+    async def _launched(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            await fn(*args)
+        finally:
+            self._pending -= 1
+            self._settle()
+
+    def _settle(self) -> None:
+        if self._task is None and self._pending == 0:
+            self._idle.set()
+
+    async def _spare_to_role(self, ms: MemberState, role: int) -> None:
+        if self._task is not None or ms not in self._spares or self._roles[role] is not None:
+            return
+        uuid, dev = ms.device_uuid, ms.entry.sb.dev_number
+
+        def record(s: Superblock) -> None:
+            _set_role(s, dev, role)
+            if s.device_uuid == uuid:
+                s.feature_map |= MD_FEATURE_RECOVERY_OFFSET
+                s.recovery_offset = 0
+
+        with self._state_lock:
+            self._spares.remove(ms)
+            ms.role, ms.state, ms.recovered_rows = role, "rebuilding", 0
+            self._roles[role] = ms
+        await self._commit(record)
+        await self._run_rebuild(ms)
+
+    def _begin(self, name: str, total: int, done: int = 0) -> Task:
+        if self._task is not None:
+            raise FuseraidError(f"busy: {self._task.name} is running")
+        self._task = Task(name, total, done, trio.current_time())
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        return self._task
+
+    def _end(self) -> None:
+        self._task = None
+        self._task_scope = None
+        self._kick()
+        self._settle()
+
+    async def wait_idle(self) -> None:
+        """Wait until no background task runs (resync, rebuild, check)."""
+        while self._task is not None or self._pending:
+            await self._idle.wait()
+
+    def _batches(self, start_row: int, rows: int, row_bytes: int) -> list[tuple[int, int]]:
+        step = max(1, BATCH_BYTES // max(row_bytes, 1))
+        return [(a, min(a + step, rows)) for a in range(start_row, rows, step)]
+
+    def _span(self, a: int, b: int, row_bytes: int) -> tuple[int, int]:
+        return a * row_bytes, min(b * row_bytes, self.size)
+
+    async def _run_resync(self) -> None:
+        drv = self._driver
+        if self._resync_row is None or self._task is not None:
+            return
+        start = self._resync_row
+        rb = int(drv.row_bytes)
+        task = self._begin("resync", drv.rows * rb, start * rb)
+        try:
+            with trio.CancelScope() as scope:
+                self._task_scope = scope
+                for a, b in self._batches(start, drv.rows, rb):
+                    async with self.lock.exclusive(*self._span(a, b, rb)):
+                        if self.volume is not drv:
+                            return
+                        await trio.to_thread.run_sync(drv.resync, a, b)
+                        self._resync_row = b
+                    task.done_bytes = b * rb
+                self._resync_row = None
+                log.info("resync finished")
+        except (FuseraidError, OSError) as exc:
+            log.warning("resync stopped: %s", exc)
+        finally:
+            self._end()
+
+    async def _run_rebuild(self, ms: MemberState) -> None:
+        if self._task is not None or ms.state != "rebuilding" or ms.role is None:
+            return
+        role = ms.role
+        drv = self._driver
+        rb, rows = int(drv.row_bytes), int(drv.rows)
+        task = self._begin(f"recovery of role {role}", rows * rb, ms.recovered_rows * rb)
+        full_slots = list(self.slots)
+        full_slots[role] = Slot(ms.member, ms.data_offset)
+        full = self.make_driver(self.geometry, full_slots)
+        rv = RecoveringVolume(drv, full, role, ms.recovered_rows)
+        done = False
+        try:
+            await self.swap_volume(rv)
+            with trio.CancelScope() as scope:
+                self._task_scope = scope
+                last = trio.current_time()
+                for a, b in self._batches(ms.recovered_rows, rows, rb):
+                    async with self.lock.exclusive(*self._span(a, b, rb)):
+                        if ms.state != "rebuilding" or self.volume is not rv:
+                            return
+                        await trio.to_thread.run_sync(rv.rebuild, a, b)
+                        rv.border_row = b
+                        ms.recovered_rows = b
+                    task.done_bytes = b * rb
+                    if trio.current_time() - last >= CHECKPOINT_SECONDS:
+                        await self._checkpoint_recovery(ms)
+                        last = trio.current_time()
+                if ms.state != "rebuilding":
+                    return
+                uuid = ms.device_uuid
+
+                def finished(s: Superblock) -> None:
+                    if s.device_uuid == uuid:
+                        s.feature_map &= ~MD_FEATURE_RECOVERY_OFFSET
+                        s.recovery_offset = 0
+
+                async with self.lock.exclusive(0, WHOLE):
+                    await self._commit(finished)  # fsyncs the rebuilt data first
+                    with self._state_lock:
+                        if ms.state == "rebuilding":
+                            ms.state = "active"
+                            self.slots[role] = full_slots[role]
+                    self.volume = drv
+                    done = True
+                log.info("recovery of role %d onto %s finished", role, ms.path)
+        except (FuseraidError, OSError) as exc:
+            log.warning("recovery of role %d stopped: %s", role, exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                if not done and self.volume is rv:
+                    await self.swap_volume(drv)
+                if full_slots in self._slot_lists:
+                    self._slot_lists.remove(full_slots)
+            self._end()
+
+    async def _checkpoint_recovery(self, ms: MemberState) -> None:
+        sectors, uuid = self._recovery_sectors(ms), ms.device_uuid
+
+        def mark(s: Superblock) -> None:
+            if s.device_uuid == uuid:
+                s.recovery_offset = sectors
+
+        if sectors:
+            await self._commit(mark)
+
+    async def check(self, repair: bool = False) -> int:
+        """md's check (repair=False) or repair scrub over the whole array; returns the
+        mismatch count in md's units (sectors)."""
+        if repair and self.readonly:
+            raise FuseraidError("the array is read-only: cannot repair")
+        drv = self._driver
+        if drv is None or self.volume is not drv:
+            raise FuseraidError("busy: a rebuild or reshape owns the array")
+        missing = self._missing_roles()
+        if missing and self.redundant:
+            raise FuseraidError(f"cannot check a degraded array (missing roles "
+                                f"{describe_missing(missing)})")
+        rb, rows = int(drv.row_bytes), int(drv.rows)
+        task = self._begin("repair" if repair else "check", rows * rb)
+        total = 0
+        try:
+            for a, b in self._batches(0, rows, rb):
+                span = self._span(a, b, rb)
+                ctx = self.lock.exclusive(*span) if repair else self.lock.shared(*span)
+                async with ctx:
+                    if self.volume is not drv:
+                        raise FuseraidError("check interrupted: the volume changed")
+                    total += await trio.to_thread.run_sync(drv.scrub, a, b, repair)
+                task.done_bytes = b * rb
+        finally:
+            self._end()
+        self.mismatch_cnt = total
+        return total
+
+    # ---- status ----
+    def status(self) -> dict[str, Any]:
+        sb = self.superblocks.newest
+        g = self.geometry
+        lname: str | None = None
+        if g.level in (5, 6, 10) or (g.level == 0 and g.layout):
+            try:
+                lname = layout_name(g.level, g.layout)
+            except FuseraidError:
+                lname = str(g.layout)
+        missing = self._missing_roles()
+        if self._dead:
+            state = "failed"
+        elif missing:
+            state = "degraded"
+        elif self._active and not self.readonly:
+            state = "active"
+        else:
+            state = "clean"
+        members: list[dict[str, Any]] = []
+        for role in range(g.raid_disks):
+            ms = self._roles[role]
+            if ms is None:
+                members.append({"role": role, "path": None, "state": "missing"})
+            else:
+                d = {"role": role, "path": ms.path, "state": ms.state}
+                if ms.state == "rebuilding" and self._driver is not None:
+                    d["recovered_bytes"] = ms.recovered_rows * int(self._driver.row_bytes)
+                members.append(d)
+        for ms in self._faulty:
+            members.append({"role": ms.role, "path": ms.path, "state": "faulty"})
+        for ms in self._spares:
+            members.append({"role": None, "path": ms.path, "state": "spare"})
+        task = self._task.report(trio.current_time()) if self._task else None
+        if task is None and self.reshape is not None:
+            total = int(self.reshape.plan.end)
+            task = {"name": "reshape", "done_bytes": int(self.reshape.progress() * total),
+                    "total_bytes": total, "percent": round(100 * self.reshape.progress(), 2),
+                    "speed": None, "eta": None}
+        return {
+            "level": g.level,
+            "layout": lname,
+            "layout_number": g.layout,
+            "chunk": g.chunk,
+            "raid_disks": g.raid_disks,
+            "size": self.size,
+            "uuid": sb.set_uuid.hex(),
+            "name": sb.name,
+            "events": sb.events,
+            "state": state,
+            "in_sync": self._resync_row is None,
+            "mismatch_cnt": self.mismatch_cnt,
+            "members": members,
+            "task": task,
+        }
+
+    # ---- shutdown ----
+    async def close(self) -> None:
+        """Flush, mark clean (resync/recovery checkpoints as md writes them), close members.
+        Shielded: runs to the end even when the caller is cancelled."""
+        if self._closing:
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            self.stop_background()
+            await self.wait_idle()
+            self._closed = True
+            try:
+                if not self.readonly:
+                    await self.flush()
+                    if self._active and self.redundant:
+                        await self._commit(self._clean_mutator())
+                        self._active = False
+            except (FuseraidError, OSError) as exc:
+                log.warning("closing the array: %s", exc)
+            finally:
+                self._close_members()
+
+    def stop_background(self) -> None:
+        """Cancel the running background task and start no new one."""
+        self._stopping = True
+        if self._task_scope is not None:
+            self._task_scope.cancel()
+
+    def abandon(self) -> None:
+        """Close the members without writing anything: what a crash leaves (tests)."""
+        self._closing = self._closed = True
+        self.stop_background()
+        self._close_members()
+
+    def _close_members(self) -> None:
+        seen: set[int] = set()
+        for m in [ms.member for ms in self.members] + self.extra_members:
+            if id(m) not in seen:
+                seen.add(id(m))
+                try:
+                    m.close()
+                except MemberIOError as exc:
+                    log.warning("%s", exc)

@@ -1,0 +1,117 @@
+"""Interval lock on array-byte ranges for trio tasks.
+
+Readers share, writers are exclusive, and only overlapping ranges interact. Grants are
+FIFO among overlapping requests: a request is granted only when it conflicts neither with a
+held range nor with an *earlier waiting* request, so a stream of readers cannot starve a
+writer queued behind them. Waiting is cancellation-safe: a cancelled waiter leaves the queue
+(and gives back a grant it won but never saw), then lets the requests behind it move on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+# The end of every range: locking [0, WHOLE) excludes every request on the array.
+WHOLE = 1 << 63
+
+
+@dataclass(eq=False)
+class _Request:
+    start: int
+    end: int
+    exclusive: bool
+    event: trio.Event = field(default_factory=trio.Event)
+    granted: bool = False
+
+    def conflicts(self, other: _Request) -> bool:
+        overlap = self.start < other.end and other.start < self.end
+        return overlap and (self.exclusive or other.exclusive)
+
+
+class IntervalLock:
+    """Shared/exclusive locks on half-open byte ranges [start, end)."""
+
+    def __init__(self) -> None:
+        self._held: list[_Request] = []
+        self._waiting: list[_Request] = []
+
+    async def acquire(self, start: int, end: int, *, exclusive: bool) -> _Request:
+        """Wait until [start, end) is granted; returns the token for release()."""
+        if end < start:
+            raise ValueError(f"bad lock range [{start}, {end})")
+        req = _Request(start, end, exclusive)
+        if self._grantable(req, self._waiting):
+            self._grant(req)
+            # A checkpoint keeps acquire() a real yield point even when uncontended.
+            try:
+                await trio.lowlevel.checkpoint()
+            except BaseException:
+                self.release(req)
+                raise
+            return req
+        self._waiting.append(req)
+        try:
+            await req.event.wait()
+        except BaseException:
+            if req.granted:
+                self.release(req)
+            else:
+                self._waiting.remove(req)
+                self._wake()
+            raise
+        return req
+
+    def release(self, req: _Request) -> None:
+        self._held.remove(req)
+        req.granted = False
+        self._wake()
+
+    @asynccontextmanager
+    async def shared(self, start: int, end: int) -> AsyncIterator[None]:
+        req = await self.acquire(start, end, exclusive=False)
+        try:
+            yield
+        finally:
+            self.release(req)
+
+    @asynccontextmanager
+    async def exclusive(self, start: int, end: int) -> AsyncIterator[None]:
+        req = await self.acquire(start, end, exclusive=True)
+        try:
+            yield
+        finally:
+            self.release(req)
+
+    def held(self) -> list[tuple[int, int, bool]]:
+        """Granted ranges (start, end, exclusive), for tests and status."""
+        return [(r.start, r.end, r.exclusive) for r in self._held]
+
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _grantable(self, req: _Request, earlier: list[_Request]) -> bool:
+        if req.start == req.end:
+            return True  # an empty range touches nothing
+        if any(req.conflicts(h) for h in self._held):
+            return False
+        return not any(req.conflicts(w) for w in earlier)
+
+    def _grant(self, req: _Request) -> None:
+        req.granted = True
+        self._held.append(req)
+
+    def _wake(self) -> None:
+        still: list[_Request] = []
+        for req in self._waiting:
+            if self._grantable(req, still):
+                self._grant(req)
+                req.event.set()
+            else:
+                still.append(req)
+        self._waiting = still

@@ -1,0 +1,137 @@
+"""The superblock set of an assembled array: one md v1.2 superblock per live member, and
+the one way to change them, `commit()`.
+
+Durable order (docs/engine.md): a commit first fsyncs every live member, so the data a
+new superblock points at (a rebuilt range, a reshape window, a resynced range) is on
+disk before any superblock says so; then it writes every superblock in a fixed order
+(roles ascending, then spares by dev_number) and fsyncs each. Commits never overlap (a
+lock), so on disk members differ by at most one commit: events N or N+1, which assembly
+accepts exactly as md does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fuseraid.errors import FuseraidError, MemberIOError
+from fuseraid.superblock.codec import (
+    MD_DISK_ROLE_MAX,
+    SB_OFFSET,
+    Superblock,
+    encode_time,
+)
+
+
+@dataclass(eq=False)
+class Entry:
+    """One member whose superblock the set keeps: its path, open Member and superblock."""
+
+    path: str
+    member: Any  # fuseraid.member.device.Member (pread/pwrite/fsync/size/close)
+    sb: Superblock
+
+    @property
+    def role(self) -> int:
+        return self.sb.role
+
+    def order_key(self) -> tuple[int, int]:
+        r = self.sb.role
+        return (0, r) if r < MD_DISK_ROLE_MAX else (1, self.sb.dev_number)
+
+
+Mutator = Callable[[Superblock], Superblock | None]
+
+
+class SuperblockSet:
+    """Superblocks of the live members. `readonly` keeps every change in memory."""
+
+    def __init__(self, entries: Sequence[Entry], *, readonly: bool = False) -> None:
+        if not entries:
+            raise FuseraidError("an array needs at least one member with a superblock")
+        self.readonly = readonly
+        self._entries: list[Entry] = list(entries)
+        self._lock = threading.Lock()
+
+    # ---- reading ----------------------------------------------------------------------
+    @property
+    def entries(self) -> list[Entry]:
+        return sorted(self._entries, key=Entry.order_key)
+
+    @property
+    def newest(self) -> Superblock:
+        """The freshest superblock (highest events): md's authority on shared fields."""
+        return max(self._entries, key=lambda e: e.sb.events).sb
+
+    @property
+    def events(self) -> int:
+        return self.newest.events
+
+    def entry_for(self, member: Any) -> Entry | None:
+        for e in self._entries:
+            if e.member is member:
+                return e
+        return None
+
+    # ---- membership ------------------------------------------------------------------
+    def add(self, entry: Entry) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def drop(self, entry: Entry) -> None:
+        """Stop writing this member's superblock (it failed or was removed)."""
+        with self._lock:
+            if entry in self._entries:
+                self._entries.remove(entry)
+
+    # ---- the one way to change superblocks -------------------------------------------
+    def commit(self, mutator: Mutator | None = None, *, sync_data: bool = True) -> list[Entry]:
+        """Apply `mutator` to every live member's superblock, bump events and utime,
+        then (unless read-only) fsync data, write every superblock, fsync each.
+
+        `mutator(sb)` changes sb in place or returns a replacement. Returns the entries
+        whose member failed during the commit; they are dropped from the set and the
+        caller fails their roles (the rest were written)."""
+        with self._lock:
+            events = max(e.sb.events for e in self._entries) + 1
+            stamp = encode_time(time.time())
+            for e in self._entries:
+                sb = e.sb.replace()
+                if mutator is not None:
+                    sb = mutator(sb) or sb
+                sb.events = events
+                sb.utime = stamp
+                e.sb = sb
+            if self.readonly:
+                return []
+            order = sorted(self._entries, key=Entry.order_key)
+            failed: list[Entry] = []
+            # 1. data first: what the new superblocks point at must be durable already.
+            if sync_data:
+                failed += self._each(order, lambda e: e.member.fsync())
+            # 2. the superblocks, in role order, 3. then their fsync in the same order.
+            live = [e for e in order if e not in failed]
+            failed += self._each(live, lambda e: _write_block(e))
+            live = [e for e in live if e not in failed]
+            failed += self._each(live, lambda e: e.member.fsync())
+            for e in failed:
+                self._entries.remove(e)
+            return failed
+
+    @staticmethod
+    def _each(entries: list[Entry], fn: Callable[[Entry], object]) -> list[Entry]:
+        bad = []
+        for e in entries:
+            try:
+                fn(e)
+            except (MemberIOError, OSError):
+                bad.append(e)
+        return bad
+
+
+def _write_block(e: Entry) -> None:
+    raw = e.sb.encode(name=e.path)
+    e.member.pwrite(SB_OFFSET, raw)

@@ -1,0 +1,144 @@
+"""Open an array whose superblocks say a reshape is in progress (by Linux md or by us):
+rebuild the plan from md's fields, build both drivers and the Border, and replay a
+backup record that belongs to the window at the durable border. Also the small offline
+member opener `open_members` used by `fuseraid grow --members` and the tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import lcm
+from typing import Any
+
+from fuseraid.engine.state import Entry, SuperblockSet
+from fuseraid.errors import AssemblyError
+from fuseraid.member.device import Member
+from fuseraid.migration import checkpoint
+from fuseraid.migration.backup import BackupFile, reshape_id
+from fuseraid.migration.migrator import Hook, Reshape, _no_hook
+from fuseraid.migration.plan import MAX_WINDOW, Plan, unit_of
+from fuseraid.superblock.codec import (
+    MD_DISK_ROLE_MAX,
+    MD_FEATURE_RECOVERY_OFFSET,
+    SB_BLOCK,
+    SB_OFFSET,
+    Superblock,
+)
+
+
+@dataclass
+class Members:
+    """Members opened offline: the superblock set and each role's Member (None: missing)."""
+
+    sbset: SuperblockSet
+    by_role: list[Any]
+    opened: list[Member]
+
+    @property
+    def sb(self) -> Superblock:
+        return self.sbset.newest
+
+    def close(self) -> None:
+        for m in self.opened:
+            m.close()
+
+    def __enter__(self) -> Members:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_members(paths: Sequence[str | os.PathLike[str]], *, readonly: bool = False) -> Members:
+    """Open member files/devices and read their superblocks (the newest events wins, as
+    with md; members of another array or older events than the newest by more than
+    one commit are refused)."""
+    opened: list[Member] = []
+    entries: list[Entry] = []
+    try:
+        for p in paths:
+            m = Member(p, readonly=readonly)
+            opened.append(m)
+            sb = Superblock.decode(m.pread(SB_OFFSET, SB_BLOCK), os.fspath(p), member_size=m.size)
+            entries.append(Entry(os.fspath(p), m, sb))
+        if not entries:
+            raise AssemblyError("no members given")
+        newest = max(entries, key=lambda e: e.sb.events).sb
+        for e in entries:
+            if e.sb.set_uuid != newest.set_uuid:
+                raise AssemblyError(f"{e.path}: belongs to another array")
+            if e.sb.events + 1 < newest.events:
+                raise AssemblyError(f"{e.path}: stale (events {e.sb.events} < {newest.events})")
+        roles = newest.raid_disks + max(0, -newest.delta_disks if newest.reshape_active else 0)
+        by_role: list[Any] = [None] * roles
+        live = []
+        for e in entries:
+            r = newest.dev_roles[e.sb.dev_number] if e.sb.dev_number < newest.max_dev else None
+            if r is None or r >= MD_DISK_ROLE_MAX or r >= roles:
+                continue  # spare or faulty: not part of the array
+            if by_role[r] is not None:
+                raise AssemblyError(f"{e.path}: role {r} given twice")
+            by_role[r] = e.member
+            live.append(e)
+        return Members(SuperblockSet(live, readonly=readonly), by_role, opened)
+    except BaseException:
+        for m in opened:
+            m.close()
+        raise
+
+
+def plan_from_superblock(sb: Superblock) -> Plan:
+    """The Plan md's reshape fields describe (offsets: this superblock's)."""
+    old, new = checkpoint.geometries(sb)
+    roles = max(old.raid_disks, new.raid_disks)
+    o_old = sb.data_offset_bytes
+    o_new = sb.new_data_offset_bytes
+    unit = lcm(unit_of(old), unit_of(new))
+    content = min(old.array_size, new.array_size)
+    return Plan(old, new, False, checkpoint.direction_of(sb), (o_old,) * roles,
+                (o_new,) * roles, unit, max(unit, MAX_WINDOW // unit * unit), False, content)
+
+
+def resume_reshape(
+    sbset: Any,
+    members_by_role: Sequence[Any],
+    *,
+    backup_file: str | os.PathLike[str] | None = None,
+    hook: Hook = _no_hook,
+) -> Reshape:
+    """The Reshape for an assembled array whose newest superblock has RESHAPE_ACTIVE.
+    Its `volume` (a Border) serves the array; a backup record for the window at the
+    durable border is replayed first. Raises AssemblyError (one line) when the state
+    cannot be continued safely (e.g. an in-place window without its backup file)."""
+    sb = sbset.newest
+    if not sb.reshape_active:
+        raise AssemblyError("no reshape in progress")
+    plan = plan_from_superblock(sb)
+    for e in sbset.entries:
+        if e.sb.data_offset != sb.data_offset or e.sb.new_data_offset != sb.new_data_offset:
+            raise AssemblyError(f"{e.path}: data offsets differ between members; cannot "
+                                "continue the reshape")
+    border = checkpoint.border_of(sb)
+    if not 0 <= border <= plan.end:
+        raise AssemblyError(f"reshape position {border} outside the new array ({plan.end})")
+    # md's recovery_offset on a member added by a takeover: not valid in the old layout
+    stale = [e.role for e in sbset.entries
+             if e.sb.feature_map & MD_FEATURE_RECOVERY_OFFSET and e.role < MD_DISK_ROLE_MAX]
+    backup = (BackupFile(backup_file, sb.set_uuid, reshape_id(plan.ident))
+              if backup_file is not None else None)
+    try:
+        reshape = Reshape(plan, sbset, members_by_role, border, backup=backup,
+                          stale_roles=stale, hook=hook)
+        if not reshape.done:
+            _, _, needs = reshape.next_window()
+            if needs and backup is None:
+                raise AssemblyError("the reshape is in place at this position: give the "
+                                    "backup file it was started with (--backup-file FILE)")
+        reshape.replay_backup()
+    except BaseException:
+        if backup is not None:
+            backup.close()
+        raise
+    return reshape
+
