@@ -12,7 +12,7 @@ Ours is timed through the cffi kernel with prebuilt pointer arrays (the same bin
 ISA-L pays here) for every implementation this CPU runs, and once more through the public
 Python API (argument checking included) for the default implementation.
 
-    .venv/bin/python benchmarks/bench_parity.py [--rounds 15] [--impls avx512-gfni,avx2]
+    .venv/bin/python benchmarks/bench_parity.py [--rounds 41] [--impls avx512-gfni,avx2]
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def aligned(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def interleaved(variants: dict[str, tuple[str, object]], nbytes: int, rounds: int):
     """{label: [seconds per call, one per round]}. Each round times every variant back to
-    back (about 10 ms each), so a load burst from other processes hits them alike."""
-    calls = max(1, int(0.01 * 20e9 / nbytes))  # sized for ~20 GB/s
+    back (about 3 ms each), so a load burst from other processes hits them alike."""
+    calls = max(1, int(0.003 * 20e9 / nbytes))  # sized for ~20 GB/s
     out: dict[str, list[float]] = {label: [] for label in variants}
     for _ in range(rounds):
         for label, (impl, fn) in variants.items():
@@ -67,7 +67,7 @@ def interleaved(variants: dict[str, tuple[str, object]], nbytes: int, rounds: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=41)
     ap.add_argument("--impls", default=",".join(parity.supported_implementations()))
     args = ap.parse_args()
     impls = args.impls.split(",")

@@ -14,6 +14,7 @@
 /* Fastest first. */
 static const struct fr_ops *const ALL_OPS[] = {
     &fr_ops_avx512_gfni,
+    &fr_ops_avx512bw,
     &fr_ops_avx2,
     &fr_ops_ssse3,
     &fr_ops_portable,

@@ -1,9 +1,10 @@
 /* fuseraid parity kernel: md RAID6 arithmetic, GF(2^8) poly 0x11d, generator 2.
- * Everything after the stdint include is fed to cffi's cdef, so keep it plain C
- * declarations without macros or attributes. */
+ * Everything after the stdint include is fed to cffi's cdef, so keep it to plain C
+ * declarations and integer #defines (no other macros, no attributes). */
 #include <stddef.h>
 #include <stdint.h>
-/* Name of the implementation calls dispatch to ("avx512-gfni", "avx2", "ssse3", "portable"). */
+/* Name of the implementation calls dispatch to: "avx512-gfni", "avx512bw", "avx2",
+ * "ssse3" or "portable". */
 const char *fr_impl_name(void);
 /* 1 if the implementation exists and this CPU can run it, else 0. */
 int fr_impl_supported(const char *name);

@@ -41,5 +41,6 @@ extern const struct fr_ops fr_ops_portable;
 extern const struct fr_ops fr_ops_avx2;
 extern const struct fr_ops fr_ops_ssse3;
 extern const struct fr_ops fr_ops_avx512_gfni;
+extern const struct fr_ops fr_ops_avx512bw;
 
 #endif

@@ -3,31 +3,10 @@ tests: blank member files, write payloads, opening members."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
-try:
-    from fuseraid.member.device import Member
-except ImportError:  # member I/O not merged yet: a private stand-in with its contract
-
-    class Member:  # type: ignore[no-redef]
-        def __init__(self, path: str | os.PathLike, readonly: bool = False) -> None:
-            self.path = str(path)
-            self.fd = os.open(self.path, os.O_RDONLY if readonly else os.O_RDWR)
-            self.size = os.fstat(self.fd).st_size
-
-        def pread(self, off: int, n: int) -> bytes:
-            return os.pread(self.fd, n, off)
-
-        def pwrite(self, off: int, data) -> None:
-            os.pwrite(self.fd, data, off)
-
-        def fsync(self) -> None:
-            os.fsync(self.fd)
-
-        def close(self) -> None:
-            os.close(self.fd)
+from fuseraid.member.device import Member
 
 
 class ArrayModel:

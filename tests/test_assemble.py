@@ -69,9 +69,7 @@ async def test_reshaping_fixture_reads_like_md(md_fixture, name):
         assert hashlib.sha256(data).hexdigest() == meta["array_sha256"]
 
 
-@pytest.mark.parametrize("name", ["r5-4-left-symmetric-c64", "r6-5-ddf-N-continue-c64",
-                                  "r10-4-o2-c64", "r1-3", "r0-3-c64-unequal-4-4-6M",
-                                  "r5-4-left-symmetric-c64-degraded"])
+@pytest.mark.parametrize("name", PLAIN)
 async def test_write_read_back_and_reopen(md_fixture, name):
     from pattern import secpat
 

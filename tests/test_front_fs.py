@@ -136,25 +136,25 @@ def test_fio_verify_with_fail_and_rebuild(tmp_path):
     with fuseraid_mount(members, tmp_path / "array") as mp, loop_device(mp / "image") as dev:
         fio(dev, "--rw=write")  # every block carries a verify header
         # a member fails while fio writes and verifies at random
-        job = fio(dev, "--rw=randwrite", "--seed=7", bg=True)
+        job = fio(dev, "--rw=randwrite", "--randseed=7", bg=True)
         time.sleep(0.3)
         fuseraid("fail", mp, members[1])
         finish(job)
         assert status(mp)["state"] == "degraded"
-        fio(dev, "--rw=randwrite", "--seed=7", "--verify_only")  # degraded reads
+        fio(dev, "--rw=randwrite", "--randseed=7", "--verify_only")  # degraded reads
         # a spare rebuilds while fio writes and verifies
         fuseraid("remove", mp, members[1])
-        job = fio(dev, "--rw=randwrite", "--seed=8", bg=True)
+        job = fio(dev, "--rw=randwrite", "--randseed=8", bg=True)
         fuseraid("add", mp, spare)
         finish(job)
         st = wait_idle(mp)
         assert [m["state"] for m in st["members"]] == ["active"] * 3, st
         assert mismatches(mp) == 0
-        fio(dev, "--rw=randwrite", "--seed=8", "--verify_only")
+        fio(dev, "--rw=randwrite", "--randseed=8", "--verify_only")
     # and the rebuilt array without the failed member reads the same after a remount
     members[1] = spare
     with fuseraid_mount(members, tmp_path / "array", "ro") as mp, loop_device(mp / "image") as dev:
-        fio(dev, "--rw=randwrite", "--seed=8", "--verify_only", "--readonly")
+        fio(dev, "--rw=randwrite", "--randseed=8", "--verify_only")
 
 
 def test_fio_verify_raid6_two_failed(tmp_path):
@@ -162,17 +162,17 @@ def test_fio_verify_raid6_two_failed(tmp_path):
     with fuseraid_mount(members, tmp_path / "array") as mp, loop_device(mp / "image") as dev:
         fio(dev, "--rw=write")
         fuseraid("fail", mp, members[0])
-        job = fio(dev, "--rw=randwrite", "--seed=3", bg=True)
+        job = fio(dev, "--rw=randwrite", "--randseed=3", bg=True)
         time.sleep(0.3)
         fuseraid("fail", mp, members[3])
         finish(job)
         assert status(mp)["state"] == "degraded"
-        fio(dev, "--rw=randwrite", "--seed=3", "--verify_only")
+        fio(dev, "--rw=randwrite", "--randseed=3", "--verify_only")
     # assembled again from the three survivors alone
     survivors = [members[1], members[2], members[4]]
     with fuseraid_mount(survivors, tmp_path / "array", "ro") as mp:
         with loop_device(mp / "image") as dev:
-            fio(dev, "--rw=randwrite", "--seed=3", "--verify_only", "--readonly")
+            fio(dev, "--rw=randwrite", "--randseed=3", "--verify_only")
 
 
 # ---- crash ------------------------------------------------------------------------------

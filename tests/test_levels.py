@@ -193,6 +193,14 @@ class CountingMember(Member):
         type(self).read_bytes += len(buf)
         return super().preadinto(buf, off)
 
+    def preadv(self, bufs, off: int) -> None:
+        type(self).read_bytes += sum(len(b) for b in bufs)
+        return super().preadv(bufs, off)
+
+    def pwritev(self, bufs, off: int) -> None:
+        type(self).written_bytes += sum(len(b) for b in bufs)
+        return super().pwritev(bufs, off)
+
     def pwrite(self, off: int, data) -> None:
         type(self).written_bytes += len(data)
         return super().pwrite(off, data)
@@ -230,6 +238,53 @@ class FlakyMember(Member):
         if self.armed:
             raise MemberIOError(f"{self.path}: injected read error")
         return super().preadinto(buf, off)
+
+    def preadv(self, bufs, off: int) -> None:
+        if self.armed:
+            raise MemberIOError(f"{self.path}: injected read error")
+        return super().preadv(bufs, off)
+
+
+class WriteFailingMember(Member):
+    """A real member whose writes fail once armed."""
+
+    armed = False
+
+    def pwrite(self, off: int, data) -> None:
+        if self.armed:
+            raise MemberIOError(f"{self.path}: injected write error")
+        return super().pwrite(off, data)
+
+    def pwritev(self, bufs, off: int) -> None:
+        if self.armed:
+            raise MemberIOError(f"{self.path}: injected write error")
+        return super().pwritev(bufs, off)
+
+
+@pytest.mark.parametrize("level,layout", [(6, 2), (5, 1), (10, 0x201), (1, 0)])
+def test_write_error_drops_role_and_keeps_data(tmp_path: Path, level, layout) -> None:
+    chunk = 0 if level == 1 else 4096
+    g = Geometry(level, 4, layout, chunk, 4096 * 8)
+    slots: list[Slot | None] = [
+        Slot(WriteFailingMember(blank_file(tmp_path / f"d{i}", 4096 * 8)), 0) for i in range(4)
+    ]
+    failed: list[int] = []
+
+    def fail_role(role: int, exc: MemberIOError) -> None:
+        failed.append(role)
+        slots[role] = None
+
+    drv = make_driver(g, slots, on_member_error=fail_role)
+    model = ArrayModel(drv.size)
+    first = payload(5, drv.size)
+    drv.write(0, first)
+    model.write(0, first)
+    slots[1].member.armed = True
+    second = payload(6, drv.size - 777)
+    drv.write(333, second)  # role 1's blocks are lost; the rest stays consistent
+    model.write(333, second)
+    assert failed == [1]
+    assert drv.read(0, drv.size) == model.data
 
 
 @pytest.mark.parametrize("level,layout", [(5, 2), (6, 10), (1, 0), (10, 258)])

@@ -234,6 +234,9 @@ def test_other_buffer_types_and_aliasing():
     # dst identical to a source is fine: every position is read before it is written.
     parity.xor_into(b, [a, b, c])
     assert bytes(b) == ref.xor_blocks([want_a, want_b, bytes(c)], length)
+    # No sources: the XOR of nothing is zeros.
+    parity.xor_into(b, [])
+    assert bytes(b) == bytes(length)
     # Word-sized numpy arrays are taken as their bytes.
     words = np.frombuffer(want_a[:4096], dtype=np.uint64).copy()
     out = np.zeros(512, np.uint64)

@@ -28,6 +28,9 @@ C = 16 * KIB
 DEV = 256 * KIB
 
 
+SMALL_WINDOW = 32 * KIB  # many windows, so kills land between and inside them
+
+
 class Crash(Exception):
     pass
 
@@ -187,13 +190,13 @@ def child_main(tmp: Path, name: str, seed: int, start: bool) -> None:
         with open_members(paths) as ms:
             added = [(str(p), Member(p)) for p in extras]
             _, r = begin_reshape(ms.sbset, ms.by_role, req, add=added, exposed=exposed,
-                                 backup_file=bfile)
+                                 backup_file=bfile, max_window=SMALL_WINDOW)
             out.write("S\n")
             out.flush()
             _drive(r, rng, out)
         return
     with open_members(paths + extras) as ms:
-        r = resume_reshape(ms.sbset, ms.by_role, backup_file=bfile)
+        r = resume_reshape(ms.sbset, ms.by_role, backup_file=bfile, max_window=SMALL_WINDOW)
         _drive(r, rng, out)
 
 
@@ -203,7 +206,7 @@ def _drive(r, rng: random.Random, out) -> None:
     while not r.done:
         s, e, b = r.next_window()
         r.copy_window(s, e, b)
-        time.sleep(rng.uniform(0, 0.04))  # spread the run so kills land mid-migration
+        time.sleep(rng.uniform(0.01, 0.06))  # spread the run so kills land mid-migration
         n = rng.randrange(1, 40 * KIB)
         off = rng.randrange(0, size - n)
         wseed = rng.randrange(1 << 30)

@@ -365,12 +365,13 @@ class Array:
         return [ms for ms in self._roles if ms is not None and ms.state == "rebuilding"]
 
     def _fail_member(self, member: Any, reason: str) -> None:
-        """Fail a member (any thread). Raises OSError(EIO) when the array cannot go on."""
+        """Fail a member (any thread). Raises OSError(EIO) when the array cannot go on.
+
+        Order matters: the superblocks of the others record the role faulty BEFORE the
+        member leaves the slots, so no request can complete a write that skips it while
+        the superblocks still trust it (requests that hit the member meanwhile wait on
+        this lock)."""
         with self._state_lock:
-            for lst in self._slot_lists:
-                for i, s in enumerate(lst):
-                    if s is not None and s.member is member:
-                        lst[i] = None
             ms = self._find(member)
             if ms is not None and ms.state != "faulty":
                 log.warning("%s failed: %s", ms.path, reason)
@@ -380,7 +381,6 @@ class Array:
                     self._roles[ms.role] = None
                 ms.state = "faulty"
                 self._faulty.append(ms)
-                self._fail_gen += 1
                 missing = self._missing_roles()
                 if not survives(self.geometry, missing):
                     self._dead = (f"array failed: roles {describe_missing(missing)} are "
@@ -388,6 +388,11 @@ class Array:
                 self.superblocks.drop(ms.entry)
                 dev = ms.entry.sb.dev_number
                 self._commit_sync(lambda sb: _set_role(sb, dev, MD_DISK_ROLE_FAULTY))
+                self._fail_gen += 1
+            for lst in self._slot_lists:
+                for i, s in enumerate(lst):
+                    if s is not None and s.member is member:
+                        lst[i] = None
             if self._dead:
                 raise _eio(self._dead)
 

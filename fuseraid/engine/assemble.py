@@ -83,6 +83,9 @@ def read_members(paths: Sequence[str]) -> list[Found]:
         by_dev[f.sb.device_uuid] = f
 
     newest = max(found, key=lambda f: f.sb.events).sb
+    # while a reshape shrinks the array, the old (larger) role set is still in use
+    shrink = -newest.delta_disks if newest.feature_map & MD_FEATURE_RESHAPE_ACTIVE else 0
+    roles_in_use = newest.raid_disks + max(0, shrink)
     by_role: dict[int, Found] = {}
     for f in found:
         roles = newest.dev_roles
@@ -96,9 +99,9 @@ def read_members(paths: Sequence[str]) -> list[Found]:
         if f.sb.events + EVENTS_SLACK < newest.events:
             raise AssemblyError(f"{f.path} is stale: events {f.sb.events}, the array is at "
                                 f"{newest.events}; leave it out and add it back to rebuild it")
-        if f.role >= newest.raid_disks:
+        if f.role >= roles_in_use:
             raise AssemblyError(f"{f.path} claims role {f.role} but the array has "
-                                f"{newest.raid_disks} roles")
+                                f"{roles_in_use} roles")
         if f.role in by_role:
             raise AssemblyError(f"{f.path} and {by_role[f.role].path} both claim role {f.role}")
         by_role[f.role] = f

@@ -20,7 +20,7 @@ from fuseraid.errors import FuseraidError, MemberIOError
 from fuseraid.migration import checkpoint
 from fuseraid.migration.backup import BackupFile, reshape_id
 from fuseraid.migration.border import Border
-from fuseraid.migration.plan import ALIGN, FORWARD, SB_FLOOR, Plan, plan_reshape
+from fuseraid.migration.plan import ALIGN, FORWARD, MAX_WINDOW, SB_FLOOR, Plan, plan_reshape
 from fuseraid.superblock.codec import MD_DISK_ROLE_SPARE, MD_FEATURE_RECOVERY_OFFSET, SB_HEADER
 
 Hook = Callable[[str], None]
@@ -38,7 +38,9 @@ class Reshape:
     border: the durable border. stale_roles: roles whose old-geometry bytes are not valid
     (md's recovery_offset on a member added by a takeover): missing for the old driver.
     hook(step) is called before each step ("read", "backup", "write", "commit",
-    "moved", "finish"): tests use it to crash at a chosen instant."""
+    "moved", "finish"): tests use it to crash at a chosen instant. driver_factory(
+    geometry, slots) builds both drivers (a live Array passes its make_driver so member
+    failures go through its policy); default: make_driver failing roles here."""
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class Reshape:
         backup: BackupFile | None = None,
         stale_roles: Sequence[int] = (),
         hook: Hook = _no_hook,
+        driver_factory: Callable[[Any, list[Slot | None]], Any] | None = None,
     ) -> None:
         self.plan = plan
         self.sbset = sbset
@@ -66,8 +69,13 @@ class Reshape:
             Slot(m, plan.new_offsets[r]) if m is not None else None
             for r, m in ((r, self._member(r)) for r in range(new.raid_disks))
         ]
-        self.old = make_driver(old, self.old_slots, self._member_failed)
-        self.new = make_driver(new, self.new_slots, self._member_failed)
+        if driver_factory is None:
+            # offline: this object is the member-failure policy
+            def driver_factory(g: Any, slots: list[Slot | None]) -> Any:
+                return make_driver(g, slots, self._member_failed)
+
+        self.old = driver_factory(old, self.old_slots)
+        self.new = driver_factory(new, self.new_slots)
         self.volume = Border(self.old, self.new, border, plan.direction, plan.content)
         self.windows = 0  # windows copied by this process (tests, status)
         self.bytes_copied = 0
@@ -298,7 +306,9 @@ def begin_reshape(
     exposed: int | None = None,
     backup_file: str | None = None,
     rebuild_now: bool = False,
+    max_window: int = MAX_WINDOW,
     hook: Hook = _no_hook,
+    driver_factory: Callable[[Any, list[Slot | None]], Any] | None = None,
 ) -> tuple[Plan, Reshape | None]:
     """Plan the request and record it in the superblocks (one commit, which also gives
     the added members (path, Member) their superblocks and roles). Returns the plan and
@@ -318,7 +328,7 @@ def begin_reshape(
     sizes += [m.size for _, m in add]
     offsets = [sb.data_offset_bytes] * old.raid_disks
     plan = plan_reshape(old, offsets, sizes, request, exposed=exposed, floor=data_floor(sb),
-                        backup=backup_file is not None)
+                        backup=backup_file is not None, max_window=max_window)
     extra = plan.new.raid_disks - old.raid_disks
     if len(add) > max(0, extra):
         raise FuseraidError(f"{len(add)} member(s) given but raid{plan.new.level} on "
@@ -357,7 +367,8 @@ def begin_reshape(
               if backup_file is not None else None)
     sbset.commit(mutate)
     border = 0 if plan.direction == FORWARD else plan.end
-    return plan, Reshape(plan, sbset, members, border, backup=backup, hook=hook)
+    return plan, Reshape(plan, sbset, members, border, backup=backup, hook=hook,
+                         driver_factory=driver_factory)
 
 
 def rebuild_offline(sbset: Any, members_by_role: Sequence[Any], plan: Plan) -> None:

@@ -88,7 +88,7 @@ def open_members(paths: Sequence[str | os.PathLike[str]], *, readonly: bool = Fa
         raise
 
 
-def plan_from_superblock(sb: Superblock) -> Plan:
+def plan_from_superblock(sb: Superblock, max_window: int = MAX_WINDOW) -> Plan:
     """The Plan md's reshape fields describe (offsets: this superblock's)."""
     old, new = checkpoint.geometries(sb)
     roles = max(old.raid_disks, new.raid_disks)
@@ -97,7 +97,7 @@ def plan_from_superblock(sb: Superblock) -> Plan:
     unit = lcm(unit_of(old), unit_of(new))
     content = min(old.array_size, new.array_size)
     return Plan(old, new, False, checkpoint.direction_of(sb), (o_old,) * roles,
-                (o_new,) * roles, unit, max(unit, MAX_WINDOW // unit * unit), False, content)
+                (o_new,) * roles, unit, max(unit, max_window // unit * unit), False, content)
 
 
 def resume_reshape(
@@ -105,16 +105,24 @@ def resume_reshape(
     members_by_role: Sequence[Any],
     *,
     backup_file: str | os.PathLike[str] | None = None,
+    max_window: int = MAX_WINDOW,
+    readonly: bool = False,
     hook: Hook = _no_hook,
+    driver_factory: Any = None,
 ) -> Reshape:
-    """The Reshape for an assembled array whose newest superblock has RESHAPE_ACTIVE.
+    """The Reshape (synchronous core) for members whose newest superblock has
+    RESHAPE_ACTIVE.
     Its `volume` (a Border) serves the array; a backup record for the window at the
     durable border is replayed first. Raises AssemblyError (one line) when the state
-    cannot be continued safely (e.g. an in-place window without its backup file)."""
+    cannot be continued safely (e.g. an in-place window without its backup file).
+    backup_file defaults to $FUSERAID_BACKUP_FILE (the assembler passes none yet).
+    The assembler calls this as open_reshaping(sbset, members_by_role)."""
     sb = sbset.newest
     if not sb.reshape_active:
         raise AssemblyError("no reshape in progress")
-    plan = plan_from_superblock(sb)
+    if backup_file is None:  # the mount path has no option for it yet
+        backup_file = os.environ.get("FUSERAID_BACKUP_FILE") or None
+    plan = plan_from_superblock(sb, max_window)
     for e in sbset.entries:
         if e.sb.data_offset != sb.data_offset or e.sb.new_data_offset != sb.new_data_offset:
             raise AssemblyError(f"{e.path}: data offsets differ between members; cannot "
@@ -129,16 +137,24 @@ def resume_reshape(
               if backup_file is not None else None)
     try:
         reshape = Reshape(plan, sbset, members_by_role, border, backup=backup,
-                          stale_roles=stale, hook=hook)
+                          stale_roles=stale, hook=hook, driver_factory=driver_factory)
         if not reshape.done:
             _, _, needs = reshape.next_window()
             if needs and backup is None:
                 raise AssemblyError("the reshape is in place at this position: give the "
                                     "backup file it was started with (--backup-file FILE)")
-        reshape.replay_backup()
+        if readonly:
+            rec = backup.read() if backup is not None else None
+            if rec is not None and not reshape.done and reshape.next_window()[0] == rec.start:
+                raise AssemblyError("the reshape's backup must be replayed: assemble "
+                                    "read-write once")
+        else:
+            reshape.replay_backup()
     except BaseException:
         if backup is not None:
             backup.close()
         raise
     return reshape
 
+
+open_reshaping = resume_reshape  # the name the assembler looks up

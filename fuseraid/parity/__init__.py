@@ -30,8 +30,8 @@ not overlap each other. Violations, unequal lengths and bad indexes raise Parity
   None). recover_one of a data block uses P when given, else Q.
 - ``mul_into(dst, src, c)``: dst = c * src over the field, byte by byte.
 - ``gf_mul(a, b)``, ``gf_pow2(e)``, ``gf_inv(a)``: scalar field helpers (ints 0..255).
-- ``KERNEL_IMPL``: name of the implementation in use ("avx512-gfni", "avx2", "ssse3",
-  "portable"); chosen at import as the fastest the CPU runs, or forced with the
+- ``KERNEL_IMPL``: name of the implementation in use ("avx512-gfni", "avx512bw", "avx2",
+  "ssse3", "portable"); chosen at import as the fastest the CPU runs, or forced with the
   environment variable ``FUSERAID_KERNEL=<name>`` (an unknown or unsupported name raises
   ParityError at import).
 - ``IMPLEMENTATIONS``: every implementation name, fastest first;
@@ -67,7 +67,7 @@ __all__ = [
 
 Buffer = Any  # anything exposing the buffer protocol as contiguous bytes
 
-IMPLEMENTATIONS: tuple[str, ...] = ("avx512-gfni", "avx2", "ssse3", "portable")
+IMPLEMENTATIONS: tuple[str, ...] = ("avx512-gfni", "avx512bw", "avx2", "ssse3", "portable")
 # Exponents live in Z/255: beyond 255 blocks two slots would share a coefficient.
 MAX_BLOCKS = 255
 

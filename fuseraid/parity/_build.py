@@ -6,7 +6,14 @@ from pathlib import Path
 from cffi import FFI
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ["parity.c", "parity_portable.c", "parity_ssse3.c", "parity_avx2.c", "parity_avx512.c"]
+SOURCES = [
+    "parity.c",
+    "parity_portable.c",
+    "parity_ssse3.c",
+    "parity_avx2.c",
+    "parity_avx512bw.c",
+    "parity_avx512gfni.c",
+]
 
 ffibuilder = FFI()
 # The header's declarations after the includes are plain C that cdef understands.

@@ -408,9 +408,12 @@ def build(cache: Path | None = None, *, force: bool = False, log=print) -> Image
             "modules": [_modname(m) for m in order],
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (cache / "kernel").write_bytes(kernel_bytes)
-        (cache / "initramfs.cpio").write_bytes(cpio.finish())
-        (cache / "info.json").write_text(json.dumps(info, indent=1) + "\n")
+        # whole files renamed into place, info.json last: a concurrent reader sees the
+        # old image or the new one, never a mix
+        for fname, data in (("kernel", kernel_bytes), ("initramfs.cpio", cpio.finish()),
+                            ("info.json", (json.dumps(info, indent=1) + "\n").encode())):
+            (work / fname).write_bytes(data)
+            os.replace(work / fname, cache / fname)
         log(f"interop: built {info['kernel_package']} ({kernel_kind}), mdadm "
             f"{info['mdadm_version']} into {cache}")
     img = load_image(cache)
@@ -504,12 +507,14 @@ def run_md_job(
         try:
             qemu_out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
             raise MdVmError(
                 f"guest timed out after {timeout:.0f}s; job output:\n"
                 f"{_read(out)[-3000:]}\nconsole:\n{_read(console)[-3000:]}"
             ) from None
+        finally:  # never leave a qemu behind (timeout, ^C, any error)
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
         text, cons = _read(out), _read(console)
     start = text.find(START_MARK)
     body = text[start + len(START_MARK) + 1:] if start >= 0 else text

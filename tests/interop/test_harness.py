@@ -5,6 +5,7 @@ status and disk writes cross the guest boundary."""
 from __future__ import annotations
 
 import lzma
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import mdvm
 import pytest
 
 
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio not installed")
 def test_cpio_archive_lists_and_extracts(tmp_path: Path) -> None:
     c = mdvm.Cpio()
     c.file("a/b/c.txt", b"hello\n", 0o644)

@@ -150,12 +150,12 @@ class Driver:
     def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a request; when a member read fails, let the policy fail that role and run
         the request again degraded (each retry needs a newly failed role, so it ends)."""
-        for _ in range(self.geometry.raid_disks):
+        for _ in range(self.geometry.raid_disks + 1):
             try:
                 return fn(*args)
             except RoleFailed as failed:
                 self._fail(failed.role, failed.exc)
-        return fn(*args)
+        raise MemberIOError(f"raid{self.geometry.level}: every member failed")
 
     def _check_range(self, off: int, n: int) -> None:
         if off < 0 or n < 0 or off + n > self.size:

@@ -1,12 +1,12 @@
-/* AVX-512 + GFNI parity kernel: four 64-byte lanes per step; multiply-by-2 and constant
- * multiplies are each one GF2P8AFFINEQB with the constant's bit matrix (GF2P8MULB is no
- * use: it is hard-wired to the AES polynomial 0x11b, md uses 0x11d); XORs of three
- * operands are one VPTERNLOG. */
+/* AVX-512BW parity kernel for CPUs with AVX-512 but no GFNI (Skylake-SP, Cascade Lake):
+ * four 64-byte lanes per step; multiply-by-2 is an add plus
+ * 0x1d XORed into the bytes whose top bit was set (a byte mask), constant multiplies
+ * are two VPSHUFB nibble lookups; XORs of three operands are one VPTERNLOG. */
 #include <immintrin.h>
 
 #include "parity_impl.h"
 
-#define T __attribute__((target("avx512f,avx512bw,avx512vl,gfni")))
+#define T __attribute__((target("avx512f,avx512bw,avx512vl")))
 #define W 4
 #define STEP (W * 64)
 
@@ -16,9 +16,29 @@ static inline T __m512i xor3(__m512i a, __m512i b, __m512i c)
 {
     return _mm512_ternarylogic_epi64(a, b, c, 0x96);
 }
-static inline T __m512i mulm(__m512i v, __m512i m) { return _mm512_gf2p8affine_epi64_epi8(v, m, 0); }
 
-static T void xor_avx512(uint8_t *dst, const uint8_t *const *s, int n, size_t off, size_t len)
+static inline T __m512i mul2(__m512i v)
+{
+    __mmask64 top = _mm512_movepi8_mask(v);
+    return _mm512_xor_si512(_mm512_add_epi8(v, v),
+                            _mm512_maskz_mov_epi8(top, _mm512_set1_epi8(0x1d)));
+}
+
+static inline T __m512i mulc(__m512i v, __m512i lo, __m512i hi)
+{
+    __m512i m = _mm512_set1_epi8(0x0f);
+    __m512i l = _mm512_and_si512(v, m);
+    __m512i h = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+    return _mm512_xor_si512(_mm512_shuffle_epi8(lo, l), _mm512_shuffle_epi8(hi, h));
+}
+
+static inline T __m512i tab(const uint8_t t[16])
+{
+    return _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)t));
+}
+
+static T void xor_avx512bw(uint8_t *dst, const uint8_t *const *s, int n, size_t off,
+                           size_t len)
 {
     size_t main = len - len % STEP, end = off + main;
     for (size_t o = off; o < end; o += STEP) {
@@ -42,8 +62,8 @@ static T void xor_avx512(uint8_t *dst, const uint8_t *const *s, int n, size_t of
     fr_ops_portable.xor_(dst, s, n, end, len - main);
 }
 
-static inline T void horner(const uint8_t *const *s, int n, size_t o, __m512i m2,
-                            __m512i p[W], __m512i q[W])
+static inline T void horner(const uint8_t *const *s, int n, size_t o, __m512i p[W],
+                            __m512i q[W])
 {
 #pragma GCC unroll 4
     for (int w = 0; w < W; w++)
@@ -54,24 +74,23 @@ static inline T void horner(const uint8_t *const *s, int n, size_t o, __m512i m2
             for (int w = 0; w < W; w++) {
                 __m512i d = ld(s[i] + o + 64 * w);
                 p[w] = _mm512_xor_si512(p[w], d);
-                q[w] = _mm512_xor_si512(mulm(q[w], m2), d);
+                q[w] = _mm512_xor_si512(mul2(q[w]), d);
             }
         } else {
 #pragma GCC unroll 4
             for (int w = 0; w < W; w++)
-                q[w] = mulm(q[w], m2);
+                q[w] = mul2(q[w]);
         }
     }
 }
 
-static T void pq_avx512(const uint8_t *const *s, int n, uint8_t *p, uint8_t *q,
-                        const struct fr_gfc *m2, size_t off, size_t len)
+static T void pq_avx512bw(const uint8_t *const *s, int n, uint8_t *p, uint8_t *q,
+                          const struct fr_gfc *m2, size_t off, size_t len)
 {
     size_t main = len - len % STEP, end = off + main;
-    __m512i m = _mm512_set1_epi64((long long)m2->aff);
     for (size_t o = off; o < end; o += STEP) {
         __m512i pv[W], qv[W];
-        horner(s, n, o, m, pv, qv);
+        horner(s, n, o, pv, qv);
 #pragma GCC unroll 4
         for (int w = 0; w < W; w++) {
             if (p)
@@ -83,28 +102,26 @@ static T void pq_avx512(const uint8_t *const *s, int n, uint8_t *p, uint8_t *q,
     fr_ops_portable.pq(s, n, p, q, m2, end, len - main);
 }
 
-static T void rec_avx512(const uint8_t *const *s, int n, const uint8_t *p, const uint8_t *q,
-                         const struct fr_gfc *m2, const struct fr_gfc *a,
-                         const struct fr_gfc *b, uint8_t *x, uint8_t *y, size_t off,
-                         size_t len)
+static T void rec_avx512bw(const uint8_t *const *s, int n, const uint8_t *p, const uint8_t *q,
+                           const struct fr_gfc *m2, const struct fr_gfc *a,
+                           const struct fr_gfc *b, uint8_t *x, uint8_t *y, size_t off,
+                           size_t len)
 {
     size_t main = len - len % STEP, end = off + main;
-    __m512i m = _mm512_set1_epi64((long long)m2->aff);
-    __m512i am = _mm512_set1_epi64((long long)a->aff), bm = _mm512_set1_epi64((long long)b->aff);
+    __m512i alo = tab(a->lo), ahi = tab(a->hi), blo = tab(b->lo), bhi = tab(b->hi);
     for (size_t o = off; o < end; o += STEP) {
         __m512i pv[W], qv[W];
-        horner(s, n, o, m, pv, qv);
+        horner(s, n, o, pv, qv);
 #pragma GCC unroll 4
         for (int w = 0; w < W; w++) {
             __m512i qxy = _mm512_xor_si512(qv[w], ld(q + o + 64 * w));
+            __m512i dx = mulc(qxy, blo, bhi);
             if (p) {
                 __m512i pxy = _mm512_xor_si512(pv[w], ld(p + o + 64 * w));
-                __m512i dx = _mm512_xor_si512(mulm(pxy, am), mulm(qxy, bm));
-                st(x + o + 64 * w, dx);
+                dx = _mm512_xor_si512(dx, mulc(pxy, alo, ahi));
                 st(y + o + 64 * w, _mm512_xor_si512(pxy, dx));
-            } else {
-                st(x + o + 64 * w, mulm(qxy, bm));
             }
+            st(x + o + 64 * w, dx);
         }
     }
     fr_ops_portable.rec(s, n, p, q, m2, a, b, x, y, end, len - main);
@@ -113,8 +130,8 @@ static T void rec_avx512(const uint8_t *const *s, int n, const uint8_t *p, const
 static int supported(void)
 {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("gfni");
+           __builtin_cpu_supports("avx512vl");
 }
 
-const struct fr_ops fr_ops_avx512_gfni = {"avx512-gfni", supported, xor_avx512, pq_avx512,
-                                          rec_avx512};
+const struct fr_ops fr_ops_avx512bw = {"avx512bw", supported, xor_avx512bw, pq_avx512bw,
+                                       rec_avx512bw};
