@@ -44,11 +44,23 @@ JOBS = [
 ]
 
 
-def fio(path: Path, rw: str, bs: str, depth: int, runtime: int, size_mib: int) -> float:
+# The page cache question (docs/fuse-front.md): the same raid0 with and without
+# FOPEN_DIRECT_IO, read and written by applications that do and do not use O_DIRECT.
+CACHE_JOBS = [
+    ("seq write 1M buffered", "write", "1M", 1, 0),
+    ("seq read 1M buffered", "read", "1M", 1, 0),
+    ("seq write 1M O_DIRECT", "write", "1M", 4, 1),
+    ("seq read 1M O_DIRECT", "read", "1M", 4, 1),
+]
+
+
+def fio(
+    path: Path, rw: str, bs: str, depth: int, runtime: int, size_mib: int, direct: int = 1
+) -> float:
     """MiB/s for 1M jobs, IOPS for 4k jobs."""
     cmd = [
         "fio", "--name=b", f"--filename={path}", f"--rw={rw}", f"--bs={bs}",
-        f"--iodepth={depth}", "--ioengine=libaio", "--direct=1", f"--size={size_mib}M",
+        f"--iodepth={depth}", "--ioengine=libaio", f"--direct={direct}", f"--size={size_mib}M",
         f"--runtime={runtime}", "--time_based", "--output-format=json",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -90,7 +102,9 @@ def process_mount(cmd: list[str], mountpoint: Path, image: Path) -> Iterator[Pat
             p.wait()
 
 
-def fuseraid_target(level: int, work: Path, size_mib: int) -> Callable[[], Target]:
+def fuseraid_target(
+    level: int, work: Path, size_mib: int, options: str | None = None
+) -> Callable[[], Target]:
     def make() -> Target:
         data_disks = 3 if level == 0 else 2
         member_mib = -(-size_mib // data_disks) + 8  # room for the superblock and offset
@@ -105,7 +119,8 @@ def fuseraid_target(level: int, work: Path, size_mib: int) -> Callable[[], Targe
                        check=True, capture_output=True)
         mp = work / f"mp-r{level}"
         mp.mkdir(exist_ok=True)
-        cmd = [PY, "-m", "fuseraid.cli.main", "mount", "-f", *members, str(mp)]
+        opts = ["-o", options] if options else []
+        cmd = [PY, "-m", "fuseraid.cli.main", "mount", "-f", *opts, *members, str(mp)]
         return process_mount(cmd, mp, mp / "image")
 
     return make
@@ -186,6 +201,8 @@ def main() -> None:
     ap.add_argument("--runtime", type=int, default=5, help="seconds per fio job")
     ap.add_argument("--size-mib", type=int, default=256, help="image size")
     ap.add_argument("--only", default=None, help="comma separated target names")
+    ap.add_argument("--cache-compare", action="store_true",
+                    help="instead: raid0 with direct_io vs -o page_cache, buffered and O_DIRECT")
     ap.add_argument("--dir", default=None, help="where the member files go (default: /tmp)")
     ap.add_argument("--serve-mem", nargs=2, metavar=("MOUNTPOINT", "SIZE_MIB"),
                     help=argparse.SUPPRESS)
@@ -194,6 +211,12 @@ def main() -> None:
         serve_mem(args.serve_mem[0], int(args.serve_mem[1]))
         return
     work = Path(tempfile.mkdtemp(prefix="bench-fuse-", dir=args.dir))
+    if args.cache_compare:
+        try:
+            cache_compare(work, args)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     targets = {
         "fuseraid raid0": fuseraid_target(0, work, args.size_mib),
         "fuseraid raid5": fuseraid_target(5, work, args.size_mib),
@@ -224,6 +247,20 @@ def main() -> None:
         cells = [f"{v:.0f} MiB/s" if bs == "1M" else f"{v / 1000:.1f}k IOPS"
                  for v, (_, _, bs, _) in zip(vals, JOBS, strict=True)]
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def cache_compare(work: Path, args: argparse.Namespace) -> None:
+    rows = {}
+    for name, opts in (("direct_io (default)", None), ("page_cache", "page_cache")):
+        with fuseraid_target(0, work, args.size_mib, opts)() as image:
+            rows[name] = [fio(image, rw, bs, qd, args.runtime, args.size_mib, direct)
+                          for _, rw, bs, qd, direct in CACHE_JOBS]
+        for m in work.glob("r0-*.img"):
+            m.unlink()
+    print("| fuseraid raid0 | " + " | ".join(j[0] for j in CACHE_JOBS) + " |")
+    print("|" + "---|" * (len(CACHE_JOBS) + 1))
+    for name, vals in rows.items():
+        print(f"| {name} | " + " | ".join(f"{v:.0f} MiB/s" for v in vals) + " |")
 
 
 if __name__ == "__main__":

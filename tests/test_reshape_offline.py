@@ -172,3 +172,34 @@ def test_shrink_needs_cut_size(tmp_path: Path) -> None:
                              data_offset=OFFSET)
     with open_members(paths) as ms, pytest.raises(GeometryError, match="--array-size"):
         begin_reshape(ms.sbset, ms.by_role, Request(raid_disks=3))
+
+
+def test_member_failing_mid_migration_finishes_degraded(tmp_path: Path) -> None:
+    old = Geometry(6, 4, 2, C, DEV)
+    paths, extras, content = make_array(tmp_path, old, member_bytes=MEMBER, data_offset=OFFSET,
+                                        extra=1)
+    windows = {"n": 0}
+    with open_members(paths) as ms:
+        victim = ms.by_role[1]
+
+        def hook(step: str) -> None:
+            if step == "moved":
+                windows["n"] += 1
+                if windows["n"] == 3:
+                    victim.close()  # every later I/O on it fails (EBADF): a dead member
+
+        added = [(str(extras[0]), Member(extras[0]))]
+        try:
+            _, reshape = begin_reshape(ms.sbset, ms.by_role, Request(raid_disks=5), add=added,
+                                       max_window=32 * KIB, hook=hook)
+            assert reshape is not None
+            run_offline(reshape)
+            assert reshape.failed_devs == {1}
+        finally:
+            for _, m in added:
+                m.close()
+    survivors = [p for p in paths + extras if p != paths[1]]
+    sbs = superblocks(survivors)
+    assert all(sb.dev_roles[1] == 0xFFFE and sb.raid_disks == 5 for sb in sbs)  # faulty
+    g, data, _ = read_array(survivors)
+    assert g.raid_disks == 5 and data[: len(content)] == content

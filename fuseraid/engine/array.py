@@ -260,6 +260,8 @@ class Array:
                     raise _eio(self._dead)
                 gen = self._fail_gen
                 try:
+                    if write and vol is self._driver and self._resync_pending_parity():
+                        return await trio.to_thread.run_sync(self._write_resync, off, data)
                     if write:
                         return await trio.to_thread.run_sync(vol.write, off, data)
                     return await trio.to_thread.run_sync(vol.read, off, n)
@@ -273,6 +275,26 @@ class Array:
                 self.lock.release(req)
                 self._after_request()
         raise _eio(f"request at {off} of {n} bytes kept failing")
+
+    def _resync_pending_parity(self) -> bool:
+        return self._resync_row is not None and self.geometry.level in (4, 5, 6)
+
+    def _write_resync(self, off: int, data: Any) -> None:
+        """A write to a parity array not yet resynced: after the write, make the parity
+        of the touched rows that the resync has not reached agree with the data (a
+        read-modify-write keeps stale parity stale). Whole rows: the lock span covers
+        them. One hop, like every request."""
+        drv = self._driver
+        drv.write(off, data)
+        rb = int(drv.row_bytes)
+        n = len(memoryview(data).cast("B"))
+        start = off // rb
+        done = self._resync_row
+        if done is not None:
+            start = max(start, done)
+        end = -(-(off + n) // rb)
+        if start < end:
+            drv.resync(start, end)
 
     def _after_request(self) -> None:
         if self._fail_gen != self._kicked_gen:
@@ -402,6 +424,8 @@ class Array:
             if not 0 <= role < self.geometry.raid_disks:
                 raise FuseraidError(f"no role {role} (raid_disks {self.geometry.raid_disks})")
             ms = self._roles[role]
+            if ms is None:  # a failed member still answers to its old role
+                ms = next((f for f in reversed(self._faulty) if f.role == role), None)
             if ms is None:
                 raise FuseraidError(f"role {role} has no member")
             return ms
@@ -452,6 +476,12 @@ class Array:
         array runs one, else before this returns), or it becomes a spare."""
         if self.readonly:
             raise FuseraidError("the array is read-only")
+        if not self.redundant:
+            raise FuseraidError("raid0 has no redundancy: it takes no spares")
+        if self._dead:
+            raise FuseraidError(f"cannot add to a failed array ({self._dead})")
+        if self._driver is None:
+            raise FuseraidError("busy: a reshape is in progress")
         real = os.path.realpath(path)
         for ms in self.members:
             if os.path.realpath(ms.path) == real:
