@@ -9,9 +9,11 @@ import hashlib
 import json
 import mmap
 import os
+import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -243,3 +245,28 @@ def test_status_json_of_fixture(r5, tmp_path):
         assert "raid5" in human and "left-symmetric" in human and "64K" in human
         for p in members:
             assert str(p) in human
+
+
+def _open_as_nobody(path: Path) -> int:
+    """errno of opening `path` for reading as user nobody (0 = it opened)."""
+    code = (
+        "import os, sys\n"
+        "try:\n    os.close(os.open(sys.argv[1], os.O_RDONLY))\nexcept OSError as e:\n"
+        "    sys.exit(e.errno)\n"
+    )
+    p = subprocess.run(["/usr/bin/python3", "-c", code, str(path)], user=65534, group=65534,
+                       capture_output=True)
+    return p.returncode
+
+
+@pytest.mark.parametrize("allow_other", [False, True])
+def test_only_owner_unless_allow_other(r5, allow_other):
+    meta, members = r5
+    base = Path(tempfile.mkdtemp(prefix="fuseraid-perm-"))  # traversable by nobody
+    try:
+        base.chmod(0o755)
+        with fuseraid_mount(members, base / "mp", "ro,allow_other" if allow_other else "ro"):
+            err = _open_as_nobody(base / "mp" / "image")
+            assert err == (0 if allow_other else errno.EACCES)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -47,6 +47,8 @@ SCENARIOS = {
                         16 * KIB + DEV, 16 * KIB, 0, None, True),
     "grow-in-place-backup": (Geometry(5, 3, 2, C, DEV), Request(raid_disks=4),
                              16 * KIB + DEV, 16 * KIB, 1, None, True),
+    "shrink-in-place-backup": (Geometry(5, 4, 2, C, DEV), Request(raid_disks=3),
+                               16 * KIB + DEV, 16 * KIB, 0, 2 * DEV, True),
 }
 STEPS = ("read", "backup", "write", "torn", "commit", "moved", "finish")
 

@@ -106,3 +106,29 @@ async def test_pause_and_resume(tmp_path: Path) -> None:
         assert array.geometry.layout == 10
     _, data, bad = read_array(paths)
     assert data == content and bad == 0
+
+
+async def test_unmount_mid_reshape_then_resume(tmp_path: Path) -> None:
+    old = Geometry(5, 4, 2, 16 * KIB, 512 * KIB)
+    paths, _, content = make_array(tmp_path, old, member_bytes=1024 * KIB,
+                                   data_offset=256 * KIB)
+    model = bytearray(content)
+    async with open_array([str(p) for p in paths]) as array, trio.open_nursery() as nursery:
+        r = await start_live_reshape(array, nursery, Request(layout=0, chunk=8 * KIB),
+                                     max_window=32 * KIB, speed_limit=256 * KIB)
+        assert r is not None
+        await trio.sleep(0.5)
+        await array.write(100 * KIB, b"x" * 5000)
+        model[100 * KIB : 100 * KIB + 5000] = b"x" * 5000
+        assert not r.done
+        nursery.cancel_scope.cancel()  # the mount goes away mid-reshape
+    async with open_array([str(p) for p in paths]) as array:
+        assert array.reshape is not None and 0 < array.reshape.border < len(content)
+        assert await array.read(0, array.size) == bytes(model)
+        with trio.fail_after(60):
+            while array.reshape_control is None:
+                await trio.sleep(0.01)
+            await array.reshape_control.finished.wait()
+        assert array.geometry.layout == 0 and array.geometry.chunk == 8 * KIB
+    _, data, bad = read_array(paths)
+    assert data == bytes(model) and bad == 0

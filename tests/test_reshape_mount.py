@@ -4,13 +4,14 @@ holds everything fio wrote and scrubs clean."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from fsutil import fuseraid, fuseraid_mount
+from fsutil import daemon_pid, fuseraid, fuseraid_mount, kill_daemon, unmount
 from test_migration_kit import KIB, MIB, make_array, read_array
 
 from fuseraid.layout import Geometry
@@ -54,3 +55,36 @@ def test_grow_under_fio_verify(tmp_path: Path) -> None:
     g, data, bad = read_array(paths + extras)
     assert g.raid_disks == 4 and bad == 0
     assert data[: 8 * MIB] == head
+
+
+def test_daemon_killed_mid_reshape_resumes_on_remount(tmp_path: Path) -> None:
+    old = Geometry(6, 4, 2, 64 * KIB, 4 * MIB)
+    paths, extras, content = make_array(tmp_path, old, member_bytes=8 * MIB,
+                                        data_offset=2 * MIB, extra=1)
+    model = bytearray(content)
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    fuseraid("mount", *paths, mp)
+    pid = daemon_pid(mp)
+    try:
+        fuseraid("grow", mp, "--raid-devices", "5", "--add", extras[0], "--speed-limit", "2M")
+        time.sleep(1.0)
+        # an fsynced write through the mount while the reshape runs
+        data = bytes(range(256)) * 1024
+        with open(mp / "image", "r+b", buffering=0) as f:
+            f.seek(3 * MIB)
+            f.write(data)
+            os.fsync(f.fileno())
+        model[3 * MIB : 3 * MIB + len(data)] = data
+        assert "%" in fuseraid("grow", "--status", mp).stdout  # still running
+    finally:
+        kill_daemon(pid)
+        unmount(mp)
+    with fuseraid_mount(paths + extras, mp) as mp2:
+        deadline = time.monotonic() + 120
+        while "no reshape" not in fuseraid("grow", "--status", mp2).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert (mp2 / "image").read_bytes()[: len(model)] == bytes(model)
+    g, got, bad = read_array(paths + extras)
+    assert g.raid_disks == 5 and got[: len(model)] == bytes(model) and bad == 0

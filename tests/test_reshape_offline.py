@@ -203,3 +203,23 @@ def test_member_failing_mid_migration_finishes_degraded(tmp_path: Path) -> None:
     assert all(sb.dev_roles[1] == 0xFFFE and sb.raid_disks == 5 for sb in sbs)  # faulty
     g, data, _ = read_array(survivors)
     assert g.raid_disks == 5 and data[: len(content)] == content
+
+
+def test_degraded_md_array_grows(md_fixture, tmp_path: Path) -> None:
+    meta, paths = md_fixture("r5-4-left-symmetric-c64-degraded")  # role 2 missing
+    extra = tmp_path / "x.img"
+    with open(extra, "wb") as f:
+        f.truncate(4 << 20)
+    with open_members(paths) as ms:
+        assert ms.by_role[2] is None
+        added = [(str(extra), Member(extra))]
+        try:
+            _, reshape = begin_reshape(ms.sbset, ms.by_role, Request(raid_disks=5), add=added)
+            assert reshape is not None
+            run_offline(reshape)
+        finally:
+            added[0][1].close()
+    g, data, _ = read_array(paths + [extra])
+    assert g.raid_disks == 5 and len(data) == 12 << 20
+    assert hashlib.sha256(data[: meta["array_bytes"]]).hexdigest() == meta["array_sha256"]
+    assert data[meta["array_bytes"] :] == bytes(len(data) - meta["array_bytes"])

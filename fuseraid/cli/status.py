@@ -93,9 +93,8 @@ def render(st: dict[str, Any]) -> str:
         bar = "=" * max(done - 1, 0) + (">" if done else "") + "." * (width - done)
         speed = task.get("speed")
         speed_s = f"{human_size(speed)}/s" if isinstance(speed, (int, float)) else "?"
-        name = task.get("name") or task.get("kind") or "task"
-        lines.append(f"  {name:>12} : [{bar}] {pct:5.1f}%  speed {speed_s}  "
-                     f"ETA {_eta(task.get('eta'))}")
+        name = task.get("name") or "task"
+        row("task", f"{name} [{bar}] {pct:.1f}%  speed {speed_s}  ETA {_eta(task.get('eta'))}")
     lines.append("")
     lines.append(f"  {'role':>6}  {'state':<12} path")
     for m in members:

@@ -6,6 +6,7 @@ array's range lock with a speed limit and pause/resume; `run_offline` drives it 
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,9 @@ from fuseraid.migration.border import Border
 from fuseraid.migration.plan import ALIGN, FORWARD, MAX_WINDOW, SB_FLOOR, Plan, plan_reshape
 from fuseraid.superblock.codec import MD_DISK_ROLE_SPARE, MD_FEATURE_RECOVERY_OFFSET, SB_HEADER
 
+log = logging.getLogger("fuseraid.migration")
 Hook = Callable[[str], None]
+YIELD_SECONDS = 0.002  # pause between windows while foreground requests wait
 
 
 def _no_hook(step: str) -> None:
@@ -260,7 +263,8 @@ async def run_live(
     """The background task: one window at a time under `lock` (the array's IntervalLock,
     exclusive on the window, so foreground requests touching it wait and others go on),
     honouring pause and the speed limit. When done it takes the whole array, commits
-    the new geometry and calls on_finished(new_volume) so the array can swap volumes."""
+    the new geometry and calls on_finished(new_volume) so the array can swap volumes.
+    An error stops the pass (control.error says why); it does not propagate."""
     from fuseraid.engine.locks import WHOLE
 
     try:
@@ -274,13 +278,17 @@ async def run_live(
             async with lock.exclusive(s, e):
                 await trio.to_thread.run_sync(reshape.copy_window, s, e, b)
             # let foreground requests queued behind the window go first
-            await trio.sleep(pacer.delay(e - s) if control.speed_limit else 0)
+            delay = pacer.delay(e - s) if control.speed_limit else 0.0
+            if not delay and lock.waiting():
+                delay = YIELD_SECONDS
+            await trio.sleep(delay)
         async with lock.exclusive(0, WHOLE):
             await trio.to_thread.run_sync(reshape.finish)
             on_finished(reshape.final_volume())
-    except FuseraidError as e:
+    except (FuseraidError, OSError) as e:
+        # the durable state is consistent at every instant: stop, report, keep serving
         control.error = str(e)
-        raise
+        log.warning("reshape stopped: %s", e)
     finally:
         control.finished.set()
 

@@ -16,7 +16,7 @@ KIB = 1024
 MIB = 1 << 20
 SB_FLOOR = 16 * KIB  # superblock (4 KiB at 4 KiB) + bad-block log: the lowest data offset
 DEFAULT_CHUNK = 512 * KIB
-MAX_WINDOW = 16 * MIB  # memory per window and how long foreground I/O may wait on it
+MAX_WINDOW = 4 * MIB  # memory per window and how long foreground I/O may wait on it
 TARGET_WINDOW = 4 * MIB  # what an offset move aims to allow per window
 ALIGN = 4 * KIB  # data offsets stay page (and sector) aligned
 
@@ -113,6 +113,16 @@ def unit_of(g: Geometry) -> int:
         return g.data_disks * g.chunk
     n = decode_raid10(g.layout).near
     return lcm(g.raid_disks, n) // n * g.chunk
+
+
+def reshape_unit(old: Geometry, new: Geometry) -> int:
+    """Array bytes every window boundary is a multiple of: whole rows in both geometries;
+    between parity levels, whole stripes of the larger chunk in both (md's alignment of
+    reshape_position, raid5.c raid5_run), so md can resume what we leave half done."""
+    if old.level in (4, 5, 6) and new.level in (4, 5, 6):
+        big = max(old.chunk, new.chunk)
+        return lcm(old.data_disks * big, new.data_disks * big)
+    return lcm(unit_of(old), unit_of(new))
 
 
 def _per_device(g: Geometry) -> float:
@@ -329,7 +339,7 @@ def plan_reshape(
                     False, exposed, rebuild)
     for g in (old, new):
         dev_extent(g, 0, 1)  # refuses the layouts that cannot be reshaped
-    unit = lcm(unit_of(old), unit_of(new))
+    unit = reshape_unit(old, new)
     max_window = max(unit, max_window // unit * unit)
     content = min(exposed, old.array_size)
     candidates = _offset_candidates(old, new, o_old, member_bytes[:roles], floor, unit)
@@ -363,8 +373,11 @@ def _offset_candidates(
     backward/up; then the other; in place last (needs a backup)."""
     want = -(-max(unit, min(TARGET_WINDOW, new.array_size)) // int(_per_device(new)))
     want = -(-want // ALIGN) * ALIGN
-    down = min(want, (o_old - floor) // ALIGN * ALIGN)
-    up = min(want, (min(sizes) - o_old - new.dev_used) // ALIGN * ALIGN)
+    # use at most half the free room, so the next reshape can still move the offset
+    room_down = o_old - floor
+    room_up = min(sizes) - o_old - new.dev_used
+    down = min(want, max(room_down // 2, min(room_down, unit)) // ALIGN * ALIGN)
+    up = min(want, max(room_up // 2, min(room_up, unit)) // ALIGN * ALIGN)
     moves: list[tuple[str, int]] = []
     fwd = [(FORWARD, o_old - down)] if down > 0 else []
     bwd = [(BACKWARD, o_old + up)] if up > 0 else []

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from math import lcm
 from typing import Any
 
 from fuseraid.engine.state import Entry, SuperblockSet
@@ -17,7 +16,7 @@ from fuseraid.member.device import Member
 from fuseraid.migration import checkpoint
 from fuseraid.migration.backup import BackupFile, reshape_id
 from fuseraid.migration.migrator import Hook, Reshape, _no_hook
-from fuseraid.migration.plan import MAX_WINDOW, Plan, unit_of
+from fuseraid.migration.plan import FORWARD, MAX_WINDOW, Plan, reshape_unit
 from fuseraid.superblock.codec import (
     MD_DISK_ROLE_MAX,
     MD_FEATURE_RECOVERY_OFFSET,
@@ -94,7 +93,7 @@ def plan_from_superblock(sb: Superblock, max_window: int = MAX_WINDOW) -> Plan:
     roles = max(old.raid_disks, new.raid_disks)
     o_old = sb.data_offset_bytes
     o_new = sb.new_data_offset_bytes
-    unit = lcm(unit_of(old), unit_of(new))
+    unit = reshape_unit(old, new)
     content = min(old.array_size, new.array_size)
     return Plan(old, new, False, checkpoint.direction_of(sb), (o_old,) * roles,
                 (o_new,) * roles, unit, max(unit, max_window // unit * unit), False, content)
@@ -145,7 +144,9 @@ def resume_reshape(
                                     "backup file it was started with (--backup-file FILE)")
         if readonly:
             rec = backup.read() if backup is not None else None
-            if rec is not None and not reshape.done and reshape.next_window()[0] == rec.start:
+            at = None if rec is None else (
+                rec.start if plan.direction == FORWARD else rec.start + rec.length)
+            if at is not None and at == border:
                 raise AssemblyError("the reshape's backup must be replayed: assemble "
                                     "read-write once")
         else:
