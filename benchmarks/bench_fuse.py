@@ -220,8 +220,8 @@ def main() -> None:
     targets = {
         "fuseraid raid0": fuseraid_target(0, work, args.size_mib),
         "fuseraid raid5": fuseraid_target(5, work, args.size_mib),
-        "fuseraid front, memory": mem_target(work, args.size_mib),
-        "bare pyfuse3, memory": bare_target(work, args.size_mib),
+        "fuseraid front (memory)": mem_target(work, args.size_mib),
+        "bare pyfuse3 (memory)": bare_target(work, args.size_mib),
         "qemu-storage-daemon": qsd_target(work, args.size_mib),
     }
     if args.only:

@@ -196,7 +196,8 @@ def test_kill9_then_resync(tmp_path):
     want = tree_digest(src)
     mp = tmp_path / "array"
     fsdir = tmp_path / "fs"
-    fuseraid("mount", *members, mp) if mp.mkdir() is None else None
+    mp.mkdir()
+    fuseraid("mount", *members, mp)
     dev = None
     writer = None
     pid = None

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import fixture_names
 from fsutil import (
     HELPER,
     daemon_pid,
@@ -24,6 +25,7 @@ from fsutil import (
     fuseraid,
     fuseraid_mount,
     is_mounted,
+    mounts,
     run,
     sha256_file,
     unmount,
@@ -118,18 +120,27 @@ def test_file_semantics(r5, tmp_path):
             assert f.read() == b"\xab" * 8192
 
 
-def test_sigterm_stops_cleanly(r5, tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGHUP", "fusermount3", "umount"])
+def test_stop_is_clean(r5, tmp_path, how):
     meta, members = r5
-    mp = tmp_path / "mp"
-    with fuseraid_mount(members, mp) as mp:
+    with fuseraid_mount(members, tmp_path / "mp") as mp:
         pid = daemon_pid(mp)
         with open(mp / "image", "r+b") as f:
             f.write(b"x" * 4096)  # marks the array active
+            f.flush()
+            os.fsync(f.fileno())
         assert "active" in examine_states(members)
-        os.kill(pid, signal.SIGTERM)
+        if how.startswith("SIG"):
+            os.kill(pid, getattr(signal, how))
+        elif how == "fusermount3":
+            run(["fusermount3", "-u", str(mp)])
+        else:
+            run(["umount", str(mp)])
         assert wait_gone(pid, 30)
         assert not is_mounted(mp)
     assert examine_states(members) == ["clean"] * 4
+    p = fuseraid("status", mp, check=False)  # the control socket is gone too
+    assert p.returncode == 1 and "not a fuseraid mount" in p.stderr
 
 
 def test_foreground_logs_to_stderr(r5, tmp_path):
@@ -159,7 +170,7 @@ def test_log_file_option(r5, tmp_path):
     meta, members = r5
     log = tmp_path / "daemon.log"
     with fuseraid_mount(members, tmp_path / "mp", f"log={log},fsname=myraid") as mp:
-        srcs = [s for s, m, _ in __import__("fsutil").mounts() if m == str(mp)]
+        srcs = [s for s, m, _ in mounts() if m == str(mp)]
         assert srcs == ["myraid"]
     assert "mounted" in log.read_text()
 
@@ -182,17 +193,24 @@ def test_mount_t_fuseraid_and_fstab(r5, tmp_path, sbin_helper):
     mp.mkdir()
     spec = ":".join(map(str, members))
     try:
+        p = run(["mount", "-t", "fuseraid", spec, str(mp), "-o", "bogus"], check=False)
+        assert p.returncode != 0 and "unknown mount option 'bogus'" in p.stderr
+        assert not is_mounted(mp)
         run(["mount", "-t", "fuseraid", spec, str(mp), "-o", "ro,allow_other"])
         assert sha256_file(mp / "image") == meta["array_sha256"]
         assert stat.S_IMODE((mp / "image").stat().st_mode) == 0o444
     finally:
         unmount(mp)
     fstab = tmp_path / "fstab"
-    fstab.write_text(f"{spec} {mp} fuseraid ro,noauto,nofail 0 0\n")
+    fstab.write_text(f"{spec} {mp} fuseraid ro,nofail 0 0\n")
     try:
         run(["mount", "--fstab", str(fstab), str(mp)])
         assert sha256_file(mp / "image") == meta["array_sha256"]
         pid = daemon_pid(mp)
+        assert [s for s, m, _ in mounts() if m == str(mp)] == [spec]
+        # mount -a sees the line is mounted already and leaves it alone
+        run(["mount", "--fstab", str(fstab), "-a"])
+        assert [s for s, m, _ in mounts() if m == str(mp)] == [spec]
     finally:
         unmount(mp)
     assert wait_gone(pid, 30)
@@ -270,3 +288,36 @@ def test_only_owner_unless_allow_other(r5, allow_other):
             assert err == (0 if allow_other else errno.EACCES)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+CI_FIXTURES = ["r0-3-c64-unequal-4-4-6M", "r1-3", "r10-4-o2-c64", "r4-4-c64",
+               "r5-4-left-symmetric-c64-degraded", "r6-5-ddf-N-continue-c64"]
+
+
+def _mount_fixture_ro(md_fixture, tmp_path, name):
+    meta, members = md_fixture(name)
+    with fuseraid_mount(members, tmp_path / "mp", "ro") as mp:
+        assert (mp / "image").stat().st_size == meta["array_bytes"]
+        assert sha256_file(mp / "image") == meta["array_sha256"]
+
+
+@pytest.mark.parametrize("name", CI_FIXTURES)
+def test_md_fixture_mounts(md_fixture, tmp_path, name):
+    _mount_fixture_ro(md_fixture, tmp_path, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", fixture_names())
+def test_md_fixture_mounts_all(md_fixture, tmp_path, name):
+    _mount_fixture_ro(md_fixture, tmp_path, name)
+
+
+def test_same_members_twice_refused(r5, tmp_path):
+    meta, members = r5
+    with fuseraid_mount(members, tmp_path / "mp"):
+        (tmp_path / "mp2").mkdir()
+        p = fuseraid("mount", *members, tmp_path / "mp2", check=False)
+        assert p.returncode == 1
+        line = p.stderr.strip()
+        assert "\n" not in line and line.startswith("fuseraid: ") and "busy" in line, line
+        assert not is_mounted(tmp_path / "mp2")

@@ -199,6 +199,8 @@ def child_main(tmp: Path, name: str, seed: int, start: bool) -> None:
         return
     with open_members(paths + extras) as ms:
         r = resume_reshape(ms.sbset, ms.by_role, backup_file=bfile, max_window=SMALL_WINDOW)
+        out.write("R\n")
+        out.flush()
         _drive(r, rng, out)
 
 
@@ -275,20 +277,26 @@ def test_sigkill_at_random_instants(tmp_path: Path, name: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_sigkill_many(tmp_path: Path, name: str) -> None:
+    mid = 0
     for i in range(3):
-        _kill_run(tmp_path / f"k{i}", name, seed=1000 * i + 11, kills=20)
+        mid += _kill_run(tmp_path / f"k{i}", name, seed=1000 * i + 11, kills=20,
+                         delay=(0.0, 0.15))
+    print(f"{name}: {mid} kills landed mid-reshape")
 
 
-def _kill_run(tmp: Path, name: str, seed: int, kills: int) -> None:
+def _kill_run(tmp: Path, name: str, seed: int, kills: int,
+              delay: tuple[float, float] = (0.0, 0.4)) -> int:
     """Start the reshape in a child, SIGKILL it at random instants, check the array after
     every kill (acknowledged writes intact, the cut write old-or-new per byte), resume in
-    a new child; the last child runs to the end."""
+    a new child; the last child runs to the end. Returns how many kills hit a reshape in
+    progress."""
     paths, extras, content, _, exposed, _ = _setup(tmp, name)
     everything = paths + extras
     model = bytearray(content[: exposed or len(content)])
     rng = random.Random(seed)
     tests_dir = str(Path(__file__).parent)
     started = False
+    mid = 0
     for round_ in range(kills + 1):
         with open_members(_with_sb(paths)) as ms:
             active = ms.sb.reshape_active
@@ -299,19 +307,22 @@ def _kill_run(tmp: Path, name: str, seed: int, kills: int) -> None:
             [sys.executable, "-c", CHILD, tests_dir, str(tmp), name, str(seed + round_), mode],
             stdout=subprocess.PIPE, text=True)
         try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()  # "S"/"R": the reshape is recorded and running
             if round_ < kills:
-                time.sleep(rng.uniform(0.3, 1.2))
+                time.sleep(rng.uniform(*delay))  # from when it runs
                 proc.send_signal(signal.SIGKILL)
             out, _ = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        lines = out.splitlines()
+        lines = (first + out).splitlines()
         started = started or "S" in lines or active
         before = bytes(model)
         pending = _apply_log(model, lines)
-        _, now = _current(tmp, everything, len(model))
+        still, now = _current(tmp, everything, len(model))
+        mid += still
         if pending is not None:
             off, n, data = pending
             for j in range(n):
@@ -323,3 +334,4 @@ def _kill_run(tmp: Path, name: str, seed: int, kills: int) -> None:
     _, data, bad = read_array(everything)
     assert data[: len(model)] == bytes(model)
     assert bad == 0
+    return mid

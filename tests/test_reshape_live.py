@@ -132,3 +132,59 @@ async def test_unmount_mid_reshape_then_resume(tmp_path: Path) -> None:
         assert array.geometry.layout == 0 and array.geometry.chunk == 8 * KIB
     _, data, bad = read_array(paths)
     assert data == bytes(model) and bad == 0
+
+
+async def test_live_instant_raid5_to_raid6_rebuilds_q(tmp_path: Path) -> None:
+    old = Geometry(5, 4, 2, 16 * KIB, 256 * KIB)
+    paths, extras, content = make_array(tmp_path, old, member_bytes=768 * KIB,
+                                        data_offset=256 * KIB, extra=1)
+    async with open_array([str(p) for p in paths]) as array, trio.open_nursery() as nursery:
+        r = await start_live_reshape(array, nursery, Request(level=6, layout=18, raid_disks=5),
+                                     add=[str(extras[0])])
+        assert r is None  # instant: no data moved
+        assert array.geometry.level == 6 and array.size == len(content)
+        assert await array.read(0, array.size) == content
+        with trio.fail_after(60):
+            await array.wait_idle()  # the Q role is rebuilt by the array's recovery
+        assert await array.check() == 0
+    g, data, bad = read_array(paths + extras)
+    assert (g.level, g.layout, g.raid_disks) == (6, 18, 5) and data == content and bad == 0
+
+
+async def test_live_grow_uses_a_spare(tmp_path: Path) -> None:
+    old = Geometry(5, 3, 2, 16 * KIB, 256 * KIB)
+    paths, extras, content = make_array(tmp_path, old, member_bytes=768 * KIB,
+                                        data_offset=256 * KIB, extra=1)
+    async with open_array([str(p) for p in paths]) as array, trio.open_nursery() as nursery:
+        assert (await array.add(str(extras[0])))["state"] == "spare"
+        r = await start_live_reshape(array, nursery, Request(raid_disks=4))
+        assert r is not None
+        with trio.fail_after(60):
+            await array.reshape_control.finished.wait()
+        st = array.status()
+        assert [m["state"] for m in st["members"]] == ["active"] * 4
+    g, data, bad = read_array(paths + extras)
+    assert g.raid_disks == 4 and data[: len(content)] == content and bad == 0
+
+
+async def test_member_failed_during_live_reshape(tmp_path: Path) -> None:
+    old = Geometry(6, 4, 2, 16 * KIB, 512 * KIB)
+    paths, extras, content = make_array(tmp_path, old, member_bytes=1024 * KIB,
+                                        data_offset=256 * KIB, extra=1)
+    async with open_array([str(p) for p in paths]) as array, trio.open_nursery() as nursery:
+        r = await start_live_reshape(array, nursery, Request(raid_disks=5),
+                                     add=[str(extras[0])], max_window=32 * KIB,
+                                     speed_limit=1 << 20)
+        assert r is not None
+        await trio.sleep(0.2)
+        await array.fail(2)  # like mdadm --fail in the middle of the reshape
+        assert not r.done
+        array.reshape_control.speed_limit = None
+        with trio.fail_after(60):
+            await array.reshape_control.finished.wait()
+        assert array.reshape_control.error is None
+        assert await array.read(0, len(content)) == content
+        assert array.status()["state"] == "degraded"
+    survivors = [p for p in paths + extras if p != paths[2]]
+    g, data, _ = read_array(survivors)
+    assert g.raid_disks == 5 and data[: len(content)] == content

@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     for m in args.members:
         members += split_spec(m)
     options = parse_options(args.options)
+    # The source in /proc/mounts is the members as given, like an fstab spec.
+    options.fsname = options.fsname or ":".join(args.members)
     return mount(members, args.mountpoint, options, foreground=args.foreground)
 
 
@@ -94,6 +96,9 @@ def helper_main(argv: list[str] | None = None) -> int:
         if sloppy:
             groups = [",".join(_known_only(g)) for g in groups]
         options = parse_options(groups)
+        # The source in /proc/mounts is the spec itself, so mount(8) (mount -a, umount
+        # SPEC) recognises the mount as the fstab line's.
+        options.fsname = options.fsname or positional[0]
         if fake:
             check_request(members, positional[1], options)
             return 0

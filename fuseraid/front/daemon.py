@@ -138,9 +138,78 @@ async def serve(
 ) -> None:
     """Assemble, mount, serve until unmounted or signalled, then stop cleanly.
     `ready(None)` once the mount is up. `opener(paths, readonly=)` replaces the engine's
-    assembly (the benchmarks mount an in-memory array with it)."""
+    assembly (the benchmarks mount an in-memory array with it).
+
+    SIGTERM/SIGINT/SIGHUP are handled for the whole life of the daemon: before the mount
+    is up they abandon the start, while serving they end the FUSE loop, and during the
+    clean stop further signals are ignored so the array is always closed cleanly."""
+    life = _Life()
+    try:
+        async with trio.open_nursery() as outer:
+            await outer.start(_watch_signals, life)
+            with life.start_scope:
+                await _serve(req, ready, opener or open_array, life)
+            outer.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _unwrap(group) from None
+    if life.start_scope.cancelled_caught:
+        raise MountError("interrupted by a signal before the mount was up")
+
+
+def _unwrap(group: BaseExceptionGroup) -> BaseException:
+    """The one error inside trio's exception groups (the signal task never fails), so
+    a refused mount is still reported as its one line."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    for e in leaves:
+        if isinstance(e, FuseraidError):
+            return e
+    return leaves[0] if len(leaves) == 1 else group
+
+
+class _Life:
+    """Where the daemon is in its life, for the signal handler."""
+
+    def __init__(self) -> None:
+        self.start_scope = trio.CancelScope()  # cancelled by a signal before mounting
+        self.serving = False  # the FUSE loop runs: a signal terminates it
+        self.stopping = False
+
+
+async def _watch_signals(life: _Life, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if life.stopping:
+                log.info("signal %s: already stopping", name)
+            elif life.serving:
+                log.info("signal %s: stopping", name)
+                life.stopping = True
+                pyfuse3.terminate()
+            else:
+                log.info("signal %s: abandoning the start", name)
+                life.stopping = True
+                life.start_scope.cancel()
+
+
+async def _serve(
+    req: MountRequest,
+    ready: Callable[[str | None], None],
+    opener: Callable[..., contextlib.AbstractAsyncContextManager[Any]],
+    life: _Life,
+) -> None:
     opts = req.options
-    async with (opener or open_array)(req.members, readonly=opts.readonly) as array:
+    # The engine's members hold an exclusive flock: a second mount of them is refused.
+    async with opener(req.members, readonly=opts.readonly) as array:
         sock_path = control.socket_path(req.mountpoint)
         fs = ImageFS(
             array,
@@ -169,14 +238,21 @@ async def serve(
                     fs=fs,
                 )
                 nursery.start_soon(control.serve, ctx, listener)
-                nursery.start_soon(_stop_on_signals)
                 log.info(
                     "mounted %s on %s (%d bytes)", ":".join(req.members), req.mountpoint, array.size
                 )
-                ready(None)
-                await pyfuse3.main()
+                if life.stopping:  # a signal came while we were mounting
+                    nursery.cancel_scope.cancel()
+                else:
+                    life.serving = True
+                    ready(None)
+                    await pyfuse3.main()
+                life.serving = False
+                life.stopping = True
                 nursery.cancel_scope.cancel()
         finally:
+            life.serving = False
+            life.stopping = True
             if listener is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(sock_path)
@@ -184,14 +260,6 @@ async def serve(
             pyfuse3.close(unmount=True)
             log.info("unmounted %s; closing the array", req.mountpoint)
     log.info("array closed cleanly")
-
-
-async def _stop_on_signals() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("signal %s: stopping", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
 
 
 def run_foreground(req: MountRequest) -> int:

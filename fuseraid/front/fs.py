@@ -69,7 +69,6 @@ class ImageFS(pyfuse3.Operations):
         now = time.time_ns()
         self.atime_ns = self.mtime_ns = self.ctime_ns = now
         self.root_mtime_ns = now
-        self.open_handles = 0
 
     # ---- attributes -------------------------------------------------------------
 
@@ -157,7 +156,6 @@ class ImageFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR if inode == pyfuse3.ROOT_INODE else errno.ENOENT)
         if self.readonly and (flags & os.O_ACCMODE) != os.O_RDONLY:
             raise pyfuse3.FUSEError(errno.EROFS)
-        self.open_handles += 1
         return pyfuse3.FileInfo(fh=IMAGE_INODE, direct_io=self.direct_io, keep_cache=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -194,7 +192,7 @@ class ImageFS(pyfuse3.Operations):
         return None
 
     async def release(self, fh: int) -> None:
-        self.open_handles -= 1
+        return None
 
     # ---- the root directory -------------------------------------------------------
 

@@ -19,7 +19,7 @@ from fuseraid.engine.locks import WHOLE
 from fuseraid.errors import FuseraidError
 from fuseraid.member.device import Member
 from fuseraid.migration.migrator import Control, Reshape, begin_reshape, run_live
-from fuseraid.migration.plan import MAX_WINDOW, Plan, Request
+from fuseraid.migration.plan import MAX_WINDOW, Plan, Request, target_geometry
 
 log = logging.getLogger("fuseraid.migration")
 
@@ -38,6 +38,12 @@ def _fit_roles(array: Any, plan: Plan) -> None:
                 ms.role, ms.state = None, "spare"
                 array._spares.append(ms)
         array._roles = array._roles[:n] + [None] * max(0, n - len(array._roles))
+
+
+def _extra_roles(array: Any, request: Request) -> int:
+    """How many roles the request adds (so how many spares/members it takes)."""
+    target = target_geometry(array.geometry, request)
+    return target.raid_disks - array.geometry.raid_disks
 
 
 def _slot_of(ms: Any, offset: int) -> Slot | None:
@@ -72,18 +78,33 @@ async def start_live_reshape(
         async with array.lock.exclusive(0, WHOLE):
             await trio.to_thread.run_sync(array.volume.flush)
             old_disks = array.geometry.raid_disks
+            # the array's spares fill the new roles first, then the given members
+            spares = list(array._spares)
+            need = max(0, _extra_roles(array, request) - len(spares))
+            if len(opened) > need:
+                raise FuseraidError(f"{len(opened)} member(s) given but the new geometry "
+                                    f"needs {need} more (spares are used first)")
+            given = [(ms.path, ms.member) for ms in spares] + opened
             plan, reshape = await trio.to_thread.run_sync(functools.partial(
                 begin_reshape, array.superblocks, _members_by_role(array), request,
-                add=opened, exposed=array.size if array_size is None else array_size,
+                add=given[: max(0, _extra_roles(array, request))],
+                exposed=array.size if array_size is None else array_size,
                 backup_file=backup_file,
                 max_window=max_window, driver_factory=array.make_driver))
+            used = given[: max(0, plan.new.raid_disks - old_disks)]
             with array._state_lock:
-                for i, (path, m) in enumerate(opened):
+                for i, (path, m) in enumerate(used):
                     role = old_disks + i
                     state = "rebuilding" if plan.instant and role in plan.rebuild_roles \
                         else "active"
-                    entry = array.superblocks.entry_for(m)
-                    array._roles.append(MemberState(path, m, entry, role, state))
+                    spare = next((ms for ms in spares if ms.member is m), None)
+                    if spare is not None:
+                        array._spares.remove(spare)
+                        spare.role, spare.state = role, state
+                        array._roles.append(spare)
+                    else:
+                        entry = array.superblocks.entry_for(m)
+                        array._roles.append(MemberState(path, m, entry, role, state))
             if reshape is None:  # instant: the data stays, the geometry changes
                 _fit_roles(array, plan)
                 slots = [_slot_of(ms, plan.new_offsets[0]) for ms in array._roles]
@@ -91,11 +112,10 @@ async def start_live_reshape(
             else:
                 array.volume = reshape.volume
                 array.reshape = reshape
-    except BaseException:
-        for _, m in opened:
+    finally:
+        for _, m in opened:  # given but not taken (an error): close again
             if array.superblocks.entry_for(m) is None:
                 m.close()
-        raise
     if reshape is None:
         array._kick()
         return None

@@ -83,6 +83,14 @@ class Reshape:
         self.windows = 0  # windows copied by this process (tests, status)
         self.bytes_copied = 0
 
+    def rebind(self, driver_factory: Callable[[Any, list[Slot | None]], Any]) -> None:
+        """Rebuild both drivers over the same slot lists with another factory (an Array
+        created after this Reshape passes its make_driver, so member failures go
+        through the array's policy from then on)."""
+        self.old = driver_factory(self.plan.old, self.old_slots)
+        self.new = driver_factory(self.plan.new, self.new_slots)
+        self.volume.old, self.volume.new = self.old, self.new
+
     def _member(self, role: int) -> Any:
         return self._members[role] if role < len(self._members) else None
 
@@ -342,18 +350,26 @@ def begin_reshape(
         raise FuseraidError(f"{len(add)} member(s) given but raid{plan.new.level} on "
                             f"{plan.new.raid_disks} disks needs {max(0, extra)} more")
     # superblocks for the added members: copies of the newest, each in a free slot
+    # the added members' superblocks: a spare of this array keeps its own (it only gets
+    # a role); a new member gets a copy of the newest in a free device slot
     used = {e.sb.dev_number for e in sbset.entries}
-    free = [d for d, r in enumerate(sb.dev_roles) if r == MD_DISK_ROLE_SPARE and d not in used]
-    if len(free) < len(add):
-        raise FuseraidError("no free device slot in the superblock for the added members")
+    free = iter(d for d, r in enumerate(sb.dev_roles) if r == MD_DISK_ROLE_SPARE and d not in used)
     assign: dict[int, int] = {}
     for i, (path, m) in enumerate(add):
-        role, dev = old.raid_disks + i, free[i]
-        assign[dev] = role
-        nsb = sb.replace(dev_number=dev, device_uuid=secrets.token_bytes(16),
-                         data_size=m.size // 512 - sb.data_offset, recovery_offset=0,
-                         feature_map=sb.feature_map & ~MD_FEATURE_RECOVERY_OFFSET)
-        sbset.add(Entry(path, m, nsb))
+        role = old.raid_disks + i
+        entry = sbset.entry_for(m)
+        if entry is not None:
+            assign[entry.sb.dev_number] = role
+        else:
+            dev = next(free, None)
+            if dev is None:
+                raise FuseraidError("no free device slot in the superblock for the added "
+                                    "members")
+            assign[dev] = role
+            nsb = sb.replace(dev_number=dev, device_uuid=secrets.token_bytes(16),
+                             data_size=m.size // 512 - sb.data_offset, recovery_offset=0,
+                             feature_map=sb.feature_map & ~MD_FEATURE_RECOVERY_OFFSET)
+            sbset.add(Entry(path, m, nsb))
         members.append(m)
     rebuild = set(plan.rebuild_roles)
     base = (checkpoint.instant if plan.instant else checkpoint.start)(plan)

@@ -373,18 +373,20 @@ def _offset_candidates(
     backward/up; then the other; in place last (needs a backup)."""
     want = -(-max(unit, min(TARGET_WINDOW, new.array_size)) // int(_per_device(new)))
     want = -(-want // ALIGN) * ALIGN
-    # use at most half the free room, so the next reshape can still move the offset
-    room_down = o_old - floor
-    room_up = min(sizes) - o_old - new.dev_used
-    down = min(want, max(room_down // 2, min(room_down, unit)) // ALIGN * ALIGN)
-    up = min(want, max(room_up // 2, min(room_up, unit)) // ALIGN * ALIGN)
-    moves: list[tuple[str, int]] = []
-    fwd = [(FORWARD, o_old - down)] if down > 0 else []
-    bwd = [(BACKWARD, o_old + up)] if up > 0 else []
+    # prefer using at most half the free room, so a later reshape can move it again;
+    # then all of it; in place (with a backup) last
+    room_down = (o_old - floor) // ALIGN * ALIGN
+    room_up = (min(sizes) - o_old - new.dev_used) // ALIGN * ALIGN
+    half_down = min(want, room_down // 2 // ALIGN * ALIGN)
+    half_up = min(want, room_up // 2 // ALIGN * ALIGN)
+    full_down, full_up = min(want, room_down), min(want, room_up)
+    fwd = [(FORWARD, o_old - d) for d in dict.fromkeys((half_down, full_down)) if d > 0]
+    bwd = [(BACKWARD, o_old + u) for u in dict.fromkeys((half_up, full_up)) if u > 0]
     if _per_device(new) >= _per_device(old):
-        moves += fwd + bwd
+        first, second = fwd, bwd
     else:
-        moves += bwd + fwd
+        first, second = bwd, fwd
+    moves = first[:1] + second[:1] + first[1:] + second[1:]
     moves += [(FORWARD, o_old), (BACKWARD, o_old)]
     return moves
 

@@ -53,7 +53,6 @@ class Case:
     member_mib: tuple[int, ...] | int = 4
     missing: tuple[int, ...] = ()
     smoke: bool = False
-    tags: tuple[str, ...] = field(default=())
 
     @property
     def sizes(self) -> list[int]:
@@ -114,8 +113,10 @@ def _matrix() -> list[Case]:
         _r("r1-2", 1, 2, None, None, smoke=True),
         _r("r1-3", 1, 3, None, None),
         _r("r1-3-degraded", 1, 3, None, None, missing=(1,)),
+        _r("r1-2-unequal-4-6", 1, 2, None, None, member_mib=(4, 6)),
         _r("r4-3-c64", 4, 3, None, 64),
         _r("r4-4-c128", 4, 4, None, 128, member_mib=6),
+        _r("r4-4-c64-degraded-parity", 4, 4, None, 64, missing=(3,)),
     ]
     for lay in RAID5_LAYOUTS:
         c.append(_r(f"r5-4-{lay}-c64", 5, 4, lay, 64, smoke=(lay == "left-symmetric")))
@@ -124,6 +125,8 @@ def _matrix() -> list[Case]:
         _r("r5-3-right-asymmetric-c16", 5, 3, "right-asymmetric", 16),
         _r("r5-5-left-symmetric-c1024", 5, 5, "left-symmetric", 1024, member_mib=16),
         _r("r5-4-left-symmetric-c512", 5, 4, "left-symmetric", 512, member_mib=8),
+        _r("r5-2-left-symmetric-c64", 5, 2, "left-symmetric", 64),
+        _r("r5-3-left-symmetric-c256-64M", 5, 3, "left-symmetric", 256, member_mib=64),
         _r("r5-4-left-symmetric-c64-degraded", 5, 4, "left-symmetric", 64, missing=(2,),
            smoke=True),
         _r("r5-4-parity-first-c32-degraded0", 5, 4, "parity-first", 32, missing=(0,)),
@@ -199,6 +202,8 @@ md_report() {  # $1 case name, $2 mdN, $3 = check|nocheck
         echo check > /sys/block/$2/md/sync_action
         sleep 0.2
         md_idle $2
+        # proves the scrub ran (md sets it when the check starts) before trusting the count
+        echo "@@CASE $1 last_sync=$(cat /sys/block/$2/md/last_sync_action)"
         echo "@@CASE $1 mismatch_cnt=$(cat /sys/block/$2/md/mismatch_cnt)"
     fi
     mdadm --stop /dev/$2 > /dev/null
@@ -317,6 +322,8 @@ def make_members(case: Case, directory: Path) -> list[Path]:
 def detail_layout(case: Case) -> str | None:
     if case.level in (5, 6):
         return case.layout or "left-symmetric"
+    if case.level == 0:  # mdadm prints a raid0 layout only when one is set
+        return case.layout
     if case.level == 10:
         kind, copies = case.layout[0], case.layout[1:]  # type: ignore[index]
         return {"n": "near", "f": "far", "o": "offset"}[kind] + "=" + copies

@@ -46,4 +46,5 @@ def test_md_assembles_fuseraid_array(fr_made, case: mc.Case, group: str) -> None
     assert int(rep.values["size"]) == size
     assert rep.values["sha256"] == sha256_of(mc.SEED, size)
     if "mismatch_cnt" in rep.values:
+        assert rep.values["last_sync"] == "check"
         assert rep.values["mismatch_cnt"] == "0"

@@ -106,3 +106,35 @@ def test_guest_job_output_status_and_disk_writes(md_image, tmp_path: Path) -> No
 def test_a_failing_command_ends_the_job_with_its_status(md_image) -> None:
     res = mdvm.run_md_job([], "false\necho not-reached\n", image=md_image)
     assert res.status == 1 and "not-reached" not in res.output
+
+
+@pytest.mark.interop_smoke
+def test_a_corrupted_member_shows_in_sha_and_mismatch_cnt(md_image, tmp_path: Path) -> None:
+    """The checks the matrix relies on can fail: md fills a raid5, the guest then
+    overwrites a few bytes in one member's data area behind md's back, and md's own
+    report must show both a wrong SHA-256 and a non-zero mismatch_cnt."""
+    from pattern import sha256_of
+    from runners import write_payload
+
+    case = mc.Case("corrupt", 5, 3, "left-symmetric", 64)
+    disks = [write_payload(tmp_path / "payload.img", 8 << 20)]
+    disks += mc.make_members(case, tmp_path / "m")
+    fill = mc.create_and_fill_script([case], "/dev/vda", 1)
+    body = [
+        "mdadm --stop /dev/md0 2>/dev/null || true",
+        "off=$(mdadm --examine /dev/vdc | sed -n 's/.*Data Offset : \\([0-9]*\\) sectors.*/\\1/p')",
+        "printf 'XXXXXXXX' | dd of=/dev/vdc bs=512 seek=$((off + 8)) conv=notrunc 2>/dev/null",
+        "sync",
+        "mdadm --assemble /dev/md0 --run /dev/vdb /dev/vdc /dev/vdd",
+        "md_report after md0 check",
+    ]
+    res = mdvm.run_md_job(disks, fill + mc.job([("after", body)]), image=md_image,
+                          timeout=600)
+    reports = mc.parse_reports(res.output)
+    before, after = reports["corrupt"].values, reports["after"].values
+    expected = sha256_of(mc.SEED, int(before["size"]))
+    assert before["sha256"] == expected and before["mismatch_cnt"] == "0", res.output
+    assert after["rc"] == "0", res.output
+    assert after["sha256"] != expected
+    assert after["last_sync"] == "check"
+    assert int(after["mismatch_cnt"]) > 0

@@ -86,9 +86,11 @@ def test_md_reads_fixture(md_on_fixtures: dict[str, mc.Report], name: str) -> No
         expect = meta["resume"]
         assert int(rep.values["size"]) == expect["array_bytes_after"]
         assert rep.values["sha256"] == expect["array_sha256_after"]
+        assert rep.values["last_sync"] == "check"
         assert rep.values["mismatch_cnt"] == str(expect["mismatch_cnt_after"])
         return
     assert int(rep.values["size"]) == meta["array_bytes"]
     assert rep.values["sha256"] == meta["array_sha256"]
     if meta["mismatch_cnt"] is not None:
+        assert rep.values["last_sync"] == "check"
         assert rep.values["mismatch_cnt"] == str(meta["mismatch_cnt"])

@@ -43,6 +43,7 @@ def test_md_wrote_pattern(md_made, case: mc.Case, group: str) -> None:
     if mc.detail_layout(case) is not None:
         assert rep.detail_field("Layout") == mc.detail_layout(case)
     if "mismatch_cnt" in rep.values:
+        assert rep.values["last_sync"] == "check"
         assert rep.values["mismatch_cnt"] == "0"
 
 
