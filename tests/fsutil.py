@@ -234,32 +234,6 @@ def make_members(folder: Path, count: int, size: int, prefix: str = "m") -> list
     return paths
 
 
-# ---- an in-memory array (bench reference / before the engine existed) ---------------
-
-
-class MemArray:
-    """The Array interface over a bytearray: obviously correct, for comparisons."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.buf = bytearray(size)
-        self.flushes = 0
-
-    async def read(self, off: int, n: int) -> bytes:
-        return bytes(self.buf[off : min(off + n, self.size)])
-
-    async def write(self, off: int, data: bytes) -> None:
-        if off + len(data) > self.size:
-            raise OSError(28, "No space left on device")
-        self.buf[off : off + len(data)] = data
-
-    async def flush(self) -> None:
-        self.flushes += 1
-
-    def status(self) -> dict:
-        return {"level": 0, "size": self.size, "state": "clean", "members": [], "task": None}
-
-
 # ---- arrays and the whole stack ------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ def base(**kw) -> dict:
 def test_clean_array():
     out = render(base())
     lines = out.splitlines()
-    assert lines[0] == "/mnt/r: raid6, clean"
+    assert lines[0] == "/mnt/r: raid6, clean [4/4] [UUUU]"
     assert "         chunk : 64K" in lines
     assert "          size : 3.00 GiB (3221225472 bytes)" in lines
     assert "task" not in out
@@ -39,7 +39,7 @@ def test_degraded_with_task_and_missing():
     st = base(state="degraded", members=members, task=task, readonly=True)
     assert is_degraded(st)
     out = render(st)
-    assert out.splitlines()[0] == "/mnt/r: raid6, degraded, read-only"
+    assert out.splitlines()[0] == "/mnt/r: raid6, degraded, read-only [4/2] [U__U]"
     assert ("          task : recovery of role 2 [=========>..........] 50.0%  "
             "speed 2.00 MiB/s  ETA 1:02:05") in out
     assert "     1  missing      missing" in out
@@ -50,7 +50,7 @@ def test_degraded_computed_when_absent():
     st = base()
     st["members"][1]["state"] = "faulty"
     assert is_degraded(st)
-    assert render(st).splitlines()[0] == "/mnt/r: raid6, clean, degraded"
+    assert render(st).splitlines()[0] == "/mnt/r: raid6, clean, degraded [4/3] [U_UU]"
     assert not is_degraded(base())
 
 

@@ -12,8 +12,9 @@ from mdfixtures import load_meta
 from pattern import secpat
 
 from fuseraid.cli.main import main
+from fuseraid.cli.sizes import parse_size
 from fuseraid.engine.assemble import open_array
-from fuseraid.engine.create import create, parse_level, parse_size
+from fuseraid.engine.create import create, parse_level
 from fuseraid.errors import FuseraidError
 from fuseraid.superblock.codec import MAX_SECTOR, format_uuid, read_superblock
 
@@ -226,7 +227,14 @@ def test_parse_helpers():
     assert parse_size("1M") == MiB and parse_size("2G") == 2 << 30
     with pytest.raises(FuseraidError):
         parse_size("12Q")
+    assert parse_size("1T") == 1 << 40 and parse_size("64KiB") == parse_size("64kb") == 65536
+    assert parse_size("4096", default_unit=1) == 4096
+    for bad in ("0", "0K", "-1", "1.5M", "", "K", "64B"):
+        with pytest.raises(FuseraidError):
+            parse_size(bad)
+    assert parse_size("0", allow_zero=True) == 0
     assert parse_level("raid6") == parse_level("6") == parse_level(6) == 6
+
     with pytest.raises(FuseraidError):
         parse_level("raid3")
 
@@ -247,3 +255,9 @@ def test_cli_create(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("fuseraid: ") and err.count("\n") == 1
     assert hashes(paths) == before
+
+
+async def test_create_takes_bytes_not_text(tmp_path):
+    paths = members(tmp_path, 3)
+    with pytest.raises(TypeError):  # sizes are parsed by the CLI (fuseraid.cli.sizes)
+        await create(paths, level=5, raid_disks=3, chunk="64K")

@@ -227,6 +227,8 @@ def test_kill9_then_resync(tmp_path):
             kill_daemon(pid)
     states = fuseraid("examine", *members).stdout
     assert "State : active" in states  # died dirty
+    p = fuseraid("status", mp, check=False)  # its socket is stale: one clear line
+    assert p.returncode == 1 and p.stderr.strip().endswith("the fuseraid daemon is not running")
     with fuseraid_mount(members, mp) as mp:
         st = status(mp)
         assert st["task"] is None or st["task"]["name"] == "resync", st

@@ -4,6 +4,7 @@ one line with nothing written."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -25,6 +26,7 @@ from fsutil import (
     fuseraid,
     fuseraid_mount,
     is_mounted,
+    loop_device,
     mounts,
     run,
     sha256_file,
@@ -321,3 +323,20 @@ def test_same_members_twice_refused(r5, tmp_path):
         line = p.stderr.strip()
         assert "\n" not in line and line.startswith("fuseraid: ") and "busy" in line, line
         assert not is_mounted(tmp_path / "mp2")
+
+
+def test_block_device_members(r5, tmp_path):
+    """Members that are block devices (loop devices over the fixture's files)."""
+    meta, members = r5
+    with contextlib.ExitStack() as stack:
+        devs = [stack.enter_context(loop_device(m, direct_io=False)) for m in members]
+        # the same device twice, once through another name, is caught before assembly
+        alias = tmp_path / "alias"
+        alias.symlink_to(devs[0])
+        (tmp_path / "empty").mkdir()
+        p = fuseraid("mount", *devs, alias, tmp_path / "empty", check=False)
+        assert p.returncode == 1 and "given twice" in p.stderr
+        with fuseraid_mount(devs, tmp_path / "mp", "ro") as mp:
+            assert sha256_file(mp / "image") == meta["array_sha256"]
+            st = json.loads(fuseraid("status", "--json", mp).stdout)
+            assert sorted(m["path"] for m in st["members"]) == sorted(devs)

@@ -9,7 +9,8 @@ import sys
 
 import trio
 
-from fuseraid.engine.create import create, parse_size
+from fuseraid.cli.sizes import parse_size
+from fuseraid.engine.create import create
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

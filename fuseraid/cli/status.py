@@ -54,6 +54,20 @@ def is_degraded(st: dict[str, Any]) -> bool:
     return len(working) < raid_disks
 
 
+def _mdstat(st: dict[str, Any]) -> str:
+    """/proc/mdstat's ' [n/m] [UU_]': roles, working roles, and which are up."""
+    members = st.get("members") or []
+    raid_disks = st.get("raid_disks")
+    if not isinstance(raid_disks, int) or raid_disks <= 0:
+        return ""
+    up = [False] * raid_disks
+    for m in members:
+        role = m.get("role")
+        if isinstance(role, int) and 0 <= role < raid_disks and m.get("state") == "active":
+            up[role] = True
+    return f" [{raid_disks}/{sum(up)}] [{''.join('U' if u else '_' for u in up)}]"
+
+
 def render(st: dict[str, Any]) -> str:
     level = st.get("level")
     level_name = LEVEL_NAMES.get(level, str(level)) if isinstance(level, int) else str(level)
@@ -63,7 +77,7 @@ def render(st: dict[str, Any]) -> str:
         state += ", degraded"
     if st.get("readonly"):
         state += ", read-only"
-    lines = [f"{st.get('mountpoint', '?')}: {level_name}, {state}"]
+    lines = [f"{st.get('mountpoint', '?')}: {level_name}, {state}{_mdstat(st)}"]
 
     def row(key: str, value: Any) -> None:
         lines.append(f"  {key:>12} : {value}")

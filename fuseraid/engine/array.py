@@ -11,6 +11,10 @@ no degraded write is ever acknowledged while the superblocks still trust the mem
 Background work (resync after an unclean stop, rebuild onto an added member, check) runs
 in a nursery the caller gives to `start()`; `open_array()` in assemble.py does that.
 State changes go through `SuperblockSet.commit()` (data fsync first, then superblocks).
+
+Threads: `_state_lock` (a threading.RLock) guards the in-memory role table and the slot
+lists. It is never held across I/O, so the trio thread may take it: it only ever waits for
+a few in-memory assignments. Superblock commits (fsyncs) run in worker threads outside it.
 """
 
 from __future__ import annotations
@@ -127,7 +131,12 @@ class Array:
         self.superblocks = superblocks
         self.readonly = readonly
         self.lock = IntervalLock()
+        # In-memory state only (roles, spares, faulty, slot lists); NEVER held across I/O,
+        # so the trio thread can take it without stalling the event loop.
         self._state_lock = threading.RLock()
+        # member id -> Event set once its failure is durable (FAULTY committed, slots
+        # cleared): other threads that hit the same member wait on it, not on a lock.
+        self._failing: dict[int, threading.Event] = {}
         self._roles: list[MemberState | None] = [None] * geometry.raid_disks
         self._spares: list[MemberState] = []
         self._faulty: list[MemberState] = []
@@ -183,15 +192,46 @@ class Array:
 
     def make_driver(self, geometry: Geometry, slots: list[Slot | None]) -> Any:
         """A level driver over `slots` (kept by reference) whose member errors go through
-        this array's failure policy. The migration builds its old/new drivers here."""
-        self._slot_lists.append(slots)
+        this array's failure policy. The migration builds its old/new drivers here.
+        `slots` is registered so failing a member clears it there too; hand it back
+        with unregister_slots() once the driver is dropped. Slots of members already
+        failed are cleared at registration."""
+        self.register_slots(slots)
+        return self._policy_driver(geometry, slots)
 
+    def _policy_driver(self, geometry: Geometry, slots: list[Slot | None]) -> Any:
         def on_error(role: int, exc: MemberIOError) -> None:
             slot = slots[role]
             if slot is not None:
                 self._fail_member(slot.member, str(exc))
 
         return make_driver(geometry, slots, on_error)
+
+    def register_slots(self, slots: list[Slot | None]) -> None:
+        """Have member failures clear `slots` (kept by reference). Under the state lock,
+        so a failure is either seen here (its slot cleared now) or clears it later."""
+        with self._state_lock:
+            self._clear_failed(slots)
+            if not any(lst is slots for lst in self._slot_lists):
+                self._slot_lists.append(slots)
+
+    def unregister_slots(self, slots: list[Slot | None]) -> None:
+        """Stop tracking a slot list (its driver is no longer used)."""
+        with self._state_lock:
+            self._slot_lists = [lst for lst in self._slot_lists if lst is not slots]
+
+    def _clear_failed(self, slots: list[Slot | None]) -> None:
+        # only failures already durable: one still committing clears it when it is
+        failed = {id(ms.member) for ms in self._faulty if id(ms.member) not in self._failing}
+        for i, s in enumerate(slots):
+            if s is not None and id(s.member) in failed:
+                slots[i] = None
+
+    @property
+    def driver(self) -> Any:
+        """The plain level driver, or None while a reshape's Border serves the array.
+        `array.volume is array.driver` means no rebuild or reshape owns the array."""
+        return self._driver
 
     async def swap_volume(self, volume: Any, geometry: Geometry | None = None) -> None:
         """Replace the volume (and optionally the geometry) while no request runs."""
@@ -203,14 +243,24 @@ class Array:
     def adopt_volume(self, volume: Any, geometry: Geometry | None = None) -> None:
         """Synchronous swap for a caller that already holds the whole-array lock (the
         migration's on_finished): `volume` becomes the array's plain driver."""
+        changed = geometry is not None and geometry != self.geometry
         self.volume = volume
         if geometry is not None:
             self.geometry = geometry
+        if changed and self._resync_row is not None:
+            # a resync position is a row of the old geometry: start over in the new one
+            self._resync_row = 0
         if hasattr(volume, "slots") and hasattr(volume, "scrub"):
-            self._driver = volume
-            self.slots = volume.slots
-            if volume.slots not in self._slot_lists:
-                self._slot_lists.append(volume.slots)
+            with self._state_lock:
+                old = [self.slots]
+                if self.reshape is not None:
+                    old += [getattr(self.reshape, "old_slots", None),
+                            getattr(self.reshape, "new_slots", None)]
+                self._driver = volume
+                self.slots = volume.slots
+                self._slot_lists = [lst for lst in self._slot_lists
+                                    if lst is volume.slots or not any(lst is o for o in old)]
+            self.register_slots(volume.slots)
 
     # ---- requests ----
     async def read(self, off: int, n: int) -> bytes:
@@ -277,7 +327,11 @@ class Array:
         raise _eio(f"request at {off} of {n} bytes kept failing")
 
     def _resync_pending_parity(self) -> bool:
-        return self._resync_row is not None and self.geometry.level in (4, 5, 6)
+        """Writes must also resync the rows they touch: a parity level not yet resynced,
+        and complete (a resync needs every member; degraded, a write can only update
+        parity read-modify-write, as md does on a forced dirty degraded array)."""
+        return (self._resync_row is not None and self.geometry.level in (4, 5, 6)
+                and not self._missing_roles())
 
     def _write_resync(self, off: int, data: Any) -> None:
         """A write to a parity array not yet resynced: after the write, make the parity
@@ -310,10 +364,15 @@ class Array:
         await trio.to_thread.run_sync(self._commit_sync, mutator)
 
     def _commit_sync(self, mutator: Callable[[Superblock], Any] | None) -> None:
-        with self._state_lock:
-            failed = self.superblocks.commit(mutator)
-            for e in failed:
-                self._fail_member(e.member, "superblock write failed")
+        """A superblock commit (worker thread). Not under the state lock: commits are
+        serialised by the SuperblockSet itself. Nothing is written once the array is
+        dead (md writes nothing either: the superblocks stay as they were, so the
+        array assembles again once the member is back)."""
+        if self._dead:
+            return
+        failed = self.superblocks.commit(mutator)
+        for e in failed:
+            self._fail_member(e.member, "superblock write failed")
 
     async def _mark_active(self) -> None:
         """md's clean -> active transition: resync_offset 0 while writes may be in flight."""
@@ -347,7 +406,7 @@ class Array:
         if g.level in (4, 5, 6):
             return g.chunk
         if g.level == 1:
-            return int(self._driver.row_bytes)
+            return int(self._driver.row_bytes) if self._driver is not None else None
         if g.level == 10:
             p = g.raid10
             if p.far == 1 or p.offset:
@@ -383,18 +442,106 @@ class Array:
     def _missing_roles(self) -> list[int]:
         return [r for r, ms in enumerate(self._roles) if ms is None or ms.state != "active"]
 
+    def missing_roles(self) -> list[int]:
+        """Roles without an in-sync member (missing, failed or still rebuilding)."""
+        with self._state_lock:
+            return self._missing_roles()
+
+    # ---- public state API (create, assemble, the migration) ----
+    @property
+    def resync_row(self) -> int | None:
+        """None when in sync, else the first row (of the current geometry) that the
+        resync has not reached."""
+        return self._resync_row
+
+    def start_resync(self, from_row: int = 0) -> None:
+        """Record that rows from `from_row` on need a resync (md: resync_offset). It runs
+        in the background once the plain driver serves a complete array (after a rebuild
+        or a reshape); until then the array stays dirty: close() writes the checkpoint,
+        never MaxSector. Never moves an earlier pending position forward."""
+        if from_row < 0:
+            raise ValueError(f"bad resync row {from_row}")
+        if self._resync_row is None or from_row < self._resync_row:
+            self._resync_row = from_row
+        self._kick()
+
+    def mark_in_sync(self) -> None:
+        """The whole array is in sync (e.g. create's initial sync ran): no resync is
+        pending, and close() records it (resync_offset = MaxSector) even when nothing
+        was written through this Array."""
+        self._resync_row = None
+        if not self.readonly and self.redundant:
+            self._active = True  # the on-disk state may be dirty: close() commits clean
+
+    def kick(self) -> None:
+        """Start pending background work (rebuild, spare recovery, resync) if the array
+        is idle: call it after changing roles or the volume."""
+        self._kick()
+
+    def busy(self) -> str | None:
+        """Why a reshape (or another whole-array change) cannot start now, or None.
+        Check it while holding `lock.exclusive(0, WHOLE)` so nothing starts in between."""
+        if self.reshape is not None:
+            return "a reshape is already running"
+        if self._driver is None or self.volume is not self._driver:
+            return "a rebuild is running; wait for it to finish"
+        if self._task is not None:
+            return f"{self._task.name} is running; wait for it to finish"
+        if any(ms is not None and ms.state == "rebuilding" for ms in self._roles):
+            return "a member is waiting to be rebuilt"
+        if self._resync_row is not None and self.redundant:
+            return "a resync is pending; wait for it to finish"
+        return None
+
+    def role_holders(self) -> list[MemberState | None]:
+        """A copy of the role table: role -> its member (None: missing)."""
+        with self._state_lock:
+            return list(self._roles)
+
+    def spare_members(self) -> list[MemberState]:
+        """A copy of the spares list."""
+        with self._state_lock:
+            return list(self._spares)
+
+    def set_roles(self, roles: list[MemberState | None],
+                  spares: list[MemberState] | None = None) -> None:
+        """Replace the role table (and the spares) at once, under the state lock; the
+        caller holds lock.exclusive(0, WHOLE) and updates each MemberState's role/state
+        itself. For a reshape: the new geometry's role set."""
+        with self._state_lock:
+            self._roles = list(roles)
+            if spares is not None:
+                self._spares = list(spares)
+
+    def fit_roles(self, raid_disks: int) -> None:
+        """Size the role table to `raid_disks` roles: holders of dropped roles become
+        spares, new roles start missing."""
+        with self._state_lock:
+            for ms in self._roles[raid_disks:]:
+                if ms is not None:
+                    ms.role, ms.state = None, "spare"
+                    self._spares.append(ms)
+            self._roles = (self._roles[:raid_disks]
+                           + [None] * max(0, raid_disks - len(self._roles)))
+
     def _rebuilding(self) -> list[MemberState]:
         return [ms for ms in self._roles if ms is not None and ms.state == "rebuilding"]
 
     def _fail_member(self, member: Any, reason: str) -> None:
-        """Fail a member (any thread). Raises OSError(EIO) when the array cannot go on.
+        """Fail a member (worker thread). Raises OSError(EIO) when the array cannot go on.
 
         Order matters: the superblocks of the others record the role faulty BEFORE the
         member leaves the slots, so no request can complete a write that skips it while
-        the superblocks still trust it (requests that hit the member meanwhile wait on
-        this lock)."""
+        the superblocks still trust it. The commit runs outside the state lock; other
+        threads that hit the same member meanwhile wait for it on an Event.
+
+        Beyond what the level tolerates nothing is written (as md's raid0 does): the
+        array is dead in memory only, I/O fails with EIO, and since the superblocks
+        never recorded the failure, the array assembles again once the member is back."""
+        first = False
         with self._state_lock:
             ms = self._find(member)
+            pending = self._failing.get(id(member))
             if ms is not None and ms.state != "faulty":
                 log.warning("%s failed: %s", ms.path, reason)
                 if ms in self._spares:
@@ -408,15 +555,32 @@ class Array:
                     self._dead = (f"array failed: roles {describe_missing(missing)} are "
                                   f"missing (last: {ms.path}: {reason})")
                 self.superblocks.drop(ms.entry)
-                dev = ms.entry.sb.dev_number
-                self._commit_sync(lambda sb: _set_role(sb, dev, MD_DISK_ROLE_FAULTY))
-                self._fail_gen += 1
-            for lst in self._slot_lists:
-                for i, s in enumerate(lst):
-                    if s is not None and s.member is member:
-                        lst[i] = None
-            if self._dead:
-                raise _eio(self._dead)
+                pending = self._failing[id(member)] = threading.Event()
+                first = True
+        if first:
+            assert ms is not None and pending is not None
+            try:
+                if not self._dead:
+                    dev = ms.entry.sb.dev_number
+                    self._commit_sync(lambda sb: _set_role(sb, dev, MD_DISK_ROLE_FAULTY))
+            finally:
+                with self._state_lock:
+                    self._fail_gen += 1
+                    self._clear_member(member)
+                    self._failing.pop(id(member), None)
+                pending.set()
+        elif pending is not None:
+            pending.wait()  # another thread is committing this failure
+        with self._state_lock:
+            self._clear_member(member)
+        if self._dead:
+            raise _eio(self._dead)
+
+    def _clear_member(self, member: Any) -> None:
+        for lst in self._slot_lists:
+            for i, s in enumerate(lst):
+                if s is not None and s.member is member:
+                    lst[i] = None
 
     def _resolve(self, which: int | str) -> MemberState:
         if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
@@ -461,14 +625,22 @@ class Array:
         if ms.state not in ("faulty", "spare"):
             raise FuseraidError(f"{ms.path} is {ms.state}: fail it before removing it")
         dev = ms.entry.sb.dev_number
-        with self._state_lock:
-            if ms in self._spares:
-                self._spares.remove(ms)
-            if ms in self._faulty:
-                self._faulty.remove(ms)
-            self.superblocks.drop(ms.entry)
-        await self._commit(lambda sb: _set_role(sb, dev, MD_DISK_ROLE_FAULTY))
-        await trio.to_thread.run_sync(ms.member.close)
+        # No request may still use the member's file when it is closed (a request that
+        # took its Slot before an automatic fail could otherwise hit a closed, or reused,
+        # file descriptor): take the whole array, as fail() does.
+        async with self.lock.exclusive(0, WHOLE):
+            with self._state_lock:
+                if ms not in self._spares and ms not in self._faulty:
+                    raise FuseraidError(f"{ms.path} is {ms.state}: fail it before "
+                                        "removing it")
+                if ms in self._spares:
+                    self._spares.remove(ms)
+                if ms in self._faulty:
+                    self._faulty.remove(ms)
+                self.superblocks.drop(ms.entry)
+                self._clear_member(ms.member)
+            await self._commit(lambda sb: _set_role(sb, dev, MD_DISK_ROLE_FAULTY))
+            await trio.to_thread.run_sync(ms.member.close)
         return {"path": ms.path, "removed": True}
 
     async def add(self, path: str) -> dict[str, Any]:
@@ -678,9 +850,13 @@ class Array:
         drv = self._driver
         rb, rows = int(drv.row_bytes), int(drv.rows)
         task = self._begin(f"recovery of role {role}", rows * rb, ms.recovered_rows * rb)
-        full_slots = list(self.slots)
-        full_slots[role] = Slot(ms.member, ms.data_offset)
-        full = self.make_driver(self.geometry, full_slots)
+        # Copy and register under the state lock: a failure committed in between would
+        # otherwise leave its member in the full driver.
+        with self._state_lock:
+            full_slots = list(self.slots)
+            full_slots[role] = Slot(ms.member, ms.data_offset)
+            self.register_slots(full_slots)
+        full = self._policy_driver(self.geometry, full_slots)
         rv = RecoveringVolume(drv, full, role, ms.recovered_rows)
         done = False
         try:
@@ -723,8 +899,7 @@ class Array:
             with trio.CancelScope(shield=True):
                 if not done and self.volume is rv:
                     await self.swap_volume(drv)
-                if full_slots in self._slot_lists:
-                    self._slot_lists.remove(full_slots)
+                self.unregister_slots(full_slots)
             self._end()
 
     async def _checkpoint_recovery(self, ms: MemberState) -> None:
@@ -786,18 +961,28 @@ class Array:
         else:
             state = "clean"
         members: list[dict[str, Any]] = []
+        with self._state_lock:
+            roles, faulty, spares = list(self._roles), list(self._faulty), list(self._spares)
+        listed: set[int] = set()
         for role in range(g.raid_disks):
-            ms = self._roles[role]
+            ms = roles[role] if role < len(roles) else None
             if ms is None:
-                members.append({"role": role, "path": None, "state": "missing"})
+                # a failed member still answers to its role: list it once, as faulty
+                f = next((f for f in reversed(faulty) if f.role == role), None)
+                if f is not None:
+                    listed.add(id(f))
+                    members.append({"role": role, "path": f.path, "state": "faulty"})
+                else:
+                    members.append({"role": role, "path": None, "state": "missing"})
             else:
                 d = {"role": role, "path": ms.path, "state": ms.state}
                 if ms.state == "rebuilding" and self._driver is not None:
                     d["recovered_bytes"] = ms.recovered_rows * int(self._driver.row_bytes)
                 members.append(d)
-        for ms in self._faulty:
-            members.append({"role": ms.role, "path": ms.path, "state": "faulty"})
-        for ms in self._spares:
+        for ms in faulty:
+            if id(ms) not in listed:
+                members.append({"role": ms.role, "path": ms.path, "state": "faulty"})
+        for ms in spares:
             members.append({"role": None, "path": ms.path, "state": "spare"})
         task = self._task.report(trio.current_time()) if self._task else None
         if task is None and self.reshape is not None:
@@ -836,7 +1021,7 @@ class Array:
             try:
                 if not self.readonly:
                     await self.flush()
-                    if self._active and self.redundant:
+                    if self._active and self.redundant and not self._dead:
                         await self._commit(self._clean_mutator())
                         self._active = False
             except (FuseraidError, OSError) as exc:

@@ -180,7 +180,7 @@ def _assemble_sync(paths: Sequence[str], readonly: bool, force: bool) -> Array:
         array = Array(geometry=geometry, superblocks=sbset, members=states,
                       readonly=readonly, resync_from=None)
         if unclean and geometry.level != 0:
-            array._resync_row = array.rows_from_sectors(newest.resync_offset)
+            array.start_resync(array.rows_from_sectors(newest.resync_offset))
         for ms in states:
             if ms.state == "rebuilding":
                 ms.recovered_rows = array.rows_from_sectors(ms.entry.sb.recovery_offset)
@@ -214,7 +214,14 @@ def _assemble_reshaping(paths: Sequence[str], readonly: bool, hook: Any) -> Arra
 
     members = open_members(paths, readonly=readonly)
     try:
-        reshape = hook(members.sbset, members.by_role)
+        # md: resync_offset != MaxSector means the array was not stopped cleanly. Rows
+        # with writes in flight at the crash may have stale parity on either side of the
+        # border; the reshape rewrites the old side (copied from data), and the whole new
+        # geometry is resynced once it is done (Array.start_resync: the position is in
+        # rows of the plain driver, which exists only after the reshape). Until then the
+        # array stays dirty on disk: close() never writes MaxSector.
+        unclean = members.sbset.newest.resync_offset != MAX_SECTOR
+        reshape = hook(members.sbset, members.by_role, readonly=readonly)
         new = reshape.plan.new
         states = []
         for e in members.sbset.entries:
@@ -224,6 +231,13 @@ def _assemble_reshaping(paths: Sequence[str], readonly: bool, hook: Any) -> Arra
         array = Array(geometry=new, superblocks=members.sbset, members=states,
                       readonly=readonly, resync_from=None, reshape=reshape)
         array.extra_members = list(members.opened)
+        rebind = getattr(reshape, "rebind", None)
+        if rebind is not None:
+            # member errors of both drivers go through the array's failure policy, and
+            # fail()/remove() clear their slots (finding 1)
+            rebind(array.make_driver)
+        if unclean and new.level != 0:
+            array.start_resync(0)
         return array
     except BaseException:
         members.close()

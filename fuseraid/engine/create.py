@@ -59,18 +59,6 @@ def parse_level(level: int | str) -> int:
     return lv
 
 
-def parse_size(text: str) -> int:
-    """mdadm-style sizes: a number of KiB, or with a K/M/G suffix (bytes out)."""
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = 1024
-    if t and t[-1] in "KMGT":
-        mult = 1024 ** ("KMGT".index(t[-1]) + 1)
-        t = t[:-1]
-    if not t.isdigit():
-        raise FuseraidError(f"bad size {text!r} (a number with K, M or G)")
-    return int(t) * mult
-
-
 @dataclass
 class _Plan:
     geometry: Geometry
@@ -171,8 +159,12 @@ async def create(
     layout: int | str | None = None, name: str = "", assume_clean: bool = False,
     force: bool = False, warn: Callable[[str], None] | None = None,
 ) -> None:
-    """Create an array over `paths` (role order; "missing" leaves a role empty)."""
+    """Create an array over `paths` (role order; "missing" leaves a role empty).
+    `chunk` is in bytes (None: md's default); the CLI parses sizes
+    (fuseraid.cli.sizes.parse_size)."""
     warn = warn or log.warning
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)):
+        raise TypeError(f"chunk must be a number of bytes, not {chunk!r}")
     lv = parse_level(level)
     paths = [p if p == MISSING else os.fspath(p) for p in paths]
     real = [os.path.realpath(p) for p in paths if p != MISSING]
@@ -208,7 +200,7 @@ async def _initial_sync(paths: Sequence[str]) -> None:
     array = await assemble(paths, force=True)
     try:
         drv = array.volume
-        missing = array._missing_roles()
+        missing = array.missing_roles()
         can = not (missing and array.geometry.level in (4, 5)) and not (
             len(missing) >= 2 and array.geometry.level == 6)
         if can:
@@ -222,7 +214,6 @@ async def _initial_sync(paths: Sequence[str]) -> None:
             async with trio.open_nursery() as n:
                 for a, b in batches:
                     n.start_soon(one, a, b)
-        array._resync_row = None  # in sync: close() writes resync_offset = MaxSector
-        array._active = True
+        array.mark_in_sync()  # close() writes resync_offset = MaxSector
     finally:
         await array.close()

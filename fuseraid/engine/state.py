@@ -7,6 +7,11 @@ disk before any superblock says so; then it writes every superblock in a fixed o
 (roles ascending, then spares by dev_number) and fsyncs each. Commits never overlap (a
 lock), so on disk members differ by at most one commit: events N or N+1, which assembly
 accepts exactly as md does.
+
+Two locks: `_commit_lock` serialises commits and is held across their I/O (fsyncs); it
+is only ever taken in worker threads. `_entries_lock` guards the list of entries and is
+never held across I/O, so add()/drop()/newest, which the trio thread may call, never wait
+for a commit's fsyncs.
 """
 
 from __future__ import annotations
@@ -54,36 +59,43 @@ class SuperblockSet:
             raise FuseraidError("an array needs at least one member with a superblock")
         self.readonly = readonly
         self._entries: list[Entry] = list(entries)
-        self._lock = threading.Lock()
+        self._entries_lock = threading.RLock()  # the list only; never held across I/O
+        self._commit_lock = threading.Lock()  # one commit at a time; held across I/O
 
     # ---- reading ----------------------------------------------------------------------
     @property
     def entries(self) -> list[Entry]:
-        return sorted(self._entries, key=Entry.order_key)
+        with self._entries_lock:
+            return sorted(self._entries, key=Entry.order_key)
 
     @property
     def newest(self) -> Superblock:
         """The freshest superblock (highest events): md's authority on shared fields."""
-        return max(self._entries, key=lambda e: e.sb.events).sb
+        with self._entries_lock:
+            return max(self._entries, key=lambda e: e.sb.events).sb
 
     @property
     def events(self) -> int:
         return self.newest.events
 
     def entry_for(self, member: Any) -> Entry | None:
-        for e in self._entries:
+        with self._entries_lock:
+            entries = list(self._entries)
+        for e in entries:
             if e.member is member:
                 return e
         return None
 
     # ---- membership ------------------------------------------------------------------
     def add(self, entry: Entry) -> None:
-        with self._lock:
+        """Start writing this member's superblock (from the next commit on)."""
+        with self._entries_lock:
             self._entries.append(entry)
 
     def drop(self, entry: Entry) -> None:
-        """Stop writing this member's superblock (it failed or was removed)."""
-        with self._lock:
+        """Stop writing this member's superblock (it failed or was removed). A commit
+        already writing may still write it once."""
+        with self._entries_lock:
             if entry in self._entries:
                 self._entries.remove(entry)
 
@@ -95,19 +107,21 @@ class SuperblockSet:
         `mutator(sb)` changes sb in place or returns a replacement. Returns the entries
         whose member failed during the commit; they are dropped from the set and the
         caller fails their roles (the rest were written)."""
-        with self._lock:
-            events = max(e.sb.events for e in self._entries) + 1
-            stamp = encode_time(time.time())
-            for e in self._entries:
-                sb = e.sb.replace()
-                if mutator is not None:
-                    sb = mutator(sb) or sb
-                sb.events = events
-                sb.utime = stamp
-                e.sb = sb
+        with self._commit_lock:
+            with self._entries_lock:
+                entries = list(self._entries)
+                events = max(e.sb.events for e in entries) + 1
+                stamp = encode_time(time.time())
+                for e in entries:
+                    sb = e.sb.replace()
+                    if mutator is not None:
+                        sb = mutator(sb) or sb
+                    sb.events = events
+                    sb.utime = stamp
+                    e.sb = sb
             if self.readonly:
                 return []
-            order = sorted(self._entries, key=Entry.order_key)
+            order = sorted(entries, key=Entry.order_key)
             failed: list[Entry] = []
             # 1. data first: what the new superblocks point at must be durable already.
             if sync_data:
@@ -117,8 +131,10 @@ class SuperblockSet:
             failed += self._each(live, lambda e: _write_block(e))
             live = [e for e in live if e not in failed]
             failed += self._each(live, lambda e: e.member.fsync())
-            for e in failed:
-                self._entries.remove(e)
+            with self._entries_lock:
+                for e in failed:
+                    if e in self._entries:
+                        self._entries.remove(e)
             return failed
 
     @staticmethod

@@ -18,6 +18,7 @@ such as fuseraid/migration/control.py that calls register() at import time is en
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import importlib
@@ -175,11 +176,15 @@ async def _dispatch(ctx: Context, line: bytes) -> dict[str, Any]:
 async def _serve_one(ctx: Context, stream: trio.SocketStream) -> None:
     async with stream:
         uid = _peer_uid(stream.socket)
+        buf = bytearray()
         if uid not in (0, ctx.owner_uid):
+            # Let the client finish sending before answering and closing, so it reads
+            # the refusal instead of a broken pipe. Nothing of the request is executed.
+            with trio.move_on_after(2), contextlib.suppress(ControlError):
+                await _read_line(stream, buf)
             reply = {"ok": False, "error": "permission denied: not the mount owner or root"}
             await stream.send_all(json.dumps(reply).encode() + b"\n")
             return
-        buf = bytearray()
         while True:
             try:
                 line = await _read_line(stream, buf)
@@ -245,18 +250,29 @@ def request_socket(path: str, op: str, *, mountpoint: str = "", **args: Any) -> 
             if e.errno in (errno.ECONNREFUSED, errno.ENOENT):
                 raise ControlError(f"{mountpoint}: the fuseraid daemon is not running") from None
             raise ControlError(f"{mountpoint}: control socket: {os.strerror(e.errno)}") from None
-        s.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+        try:
+            s.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+        except BrokenPipeError:
+            pass  # the daemon refused early; its one-line reply is waiting to be read
         data = bytearray()
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    if not data:
+        try:
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as e:
+            msg = os.strerror(e.errno) if e.errno else str(e)
+            raise ControlError(f"{mountpoint}: control connection: {msg}") from None
+    if not data.endswith(b"\n"):
         raise ControlError(f"{mountpoint}: the daemon closed the control connection")
-    reply = json.loads(data)
-    if not reply.get("ok"):
-        raise ControlError(reply.get("error", "request failed"))
+    try:
+        reply = json.loads(data)
+    except json.JSONDecodeError:
+        raise ControlError(f"{mountpoint}: the daemon sent a malformed reply") from None
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        err = reply.get("error") if isinstance(reply, dict) else None
+        raise ControlError(str(err or "request failed"))
     return reply.get("result")
 
 

@@ -27,12 +27,13 @@ import re
 import shlex
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,8 +153,6 @@ def _decompress(kind: str, data: bytes) -> bytes | None:
 
 def has_pvh_note(elf: bytes) -> bool:
     """True when the ELF carries XEN_ELFNOTE_PHYS32_ENTRY (qemu then boots it via PVH)."""
-    import struct
-
     if elf[:4] != b"\x7fELF" or elf[4] != 2:
         return False
     phoff, = struct.unpack_from("<Q", elf, 0x20)
@@ -338,7 +337,9 @@ exit 0
 """
 
 
-def build(cache: Path | None = None, *, force: bool = False, log=print) -> Image:
+def build(
+    cache: Path | None = None, *, force: bool = False, log: Callable[[str], None] = print
+) -> Image:
     """Fetch Debian's kernel, busybox-static and mdadm and build the guest into cache.
     Idempotent: returns the cached image when it is complete and current."""
     cache = cache or cache_dir()

@@ -48,6 +48,8 @@ class MdBatches:
                 disks, mc.create_and_fill_script(batch, "/dev/vda", 1), timeout=1800,
                 image=self.image, readonly=[True] + [False] * (len(disks) - 1),
             )
+        except mdvm.MdVmError as e:  # every case of the batch fails with it; no reboot
+            res = mdvm.JobResult(-1, f"harness error: {e}", "")
         finally:
             payload.unlink()
         reports = mc.parse_reports(res.output)
@@ -89,8 +91,12 @@ class FuseraidBatches:
         output, reports = "", {}
         if ok:
             disks = [p for c in ok for p in made[c.name][2]]
-            res = mdvm.run_md_job(disks, mc.assemble_script(ok), timeout=1800, image=self.image)
-            output, reports = res.output, mc.parse_reports(res.output)
+            try:
+                res = mdvm.run_md_job(disks, mc.assemble_script(ok), timeout=1800,
+                                      image=self.image)
+                output, reports = res.output, mc.parse_reports(res.output)
+            except mdvm.MdVmError as e:  # every case of the batch fails with it; no reboot
+                output = f"harness error: {e}"
         for c in batch:
             size, err, _ = made[c.name]
             self.done[c.name] = (size, err, reports.get(c.name, mc.Report()), output)
