@@ -303,9 +303,11 @@ def _kill_run(tmp: Path, name: str, seed: int, kills: int,
         if started and not active:
             break  # finished
         mode = "resume" if active else "start"
+        # unbuffered bytes: readline() below must not read ahead of what communicate()
+        # collects afterwards (with a timeout it reads the raw pipe, skipping any buffer)
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, tests_dir, str(tmp), name, str(seed + round_), mode],
-            stdout=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, bufsize=0)
         try:
             assert proc.stdout is not None
             first = proc.stdout.readline()  # "S"/"R": the reshape is recorded and running
@@ -317,7 +319,7 @@ def _kill_run(tmp: Path, name: str, seed: int, kills: int,
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        lines = (first + out).splitlines()
+        lines = (first + out).decode().splitlines()
         started = started or "S" in lines or active
         before = bytes(model)
         pending = _apply_log(model, lines)
