@@ -110,6 +110,14 @@ def _set_role(sb: Superblock, dev_number: int, role: int) -> None:
     sb.dev_roles[dev_number] = role
 
 
+def _on_trio_thread() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _eio(msg: str) -> OSError:
     return OSError(errno.EIO, msg)
 
@@ -463,7 +471,8 @@ class Array:
             raise ValueError(f"bad resync row {from_row}")
         if self._resync_row is None or from_row < self._resync_row:
             self._resync_row = from_row
-        self._kick()
+        if _on_trio_thread():
+            self._kick()  # (assembly calls this in a worker, before start())
 
     def mark_in_sync(self) -> None:
         """The whole array is in sync (e.g. create's initial sync ran): no resync is
