@@ -13,4 +13,5 @@ def test_offsets_are_consistent():
 
 
 def test_fixture_hash():
-    assert sha256_of(1, 9437184) == "044c4542b2d9d98bae714b9303ef9eb9b93e22cf481bf3258701548130b704e1"
+    expected = "044c4542b2d9d98bae714b9303ef9eb9b93e22cf481bf3258701548130b704e1"
+    assert sha256_of(1, 9437184) == expected
