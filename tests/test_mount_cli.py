@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import fixture_names
 from fsutil import (
     HELPER,
     daemon_pid,
@@ -33,6 +32,7 @@ from fsutil import (
     unmount,
     wait_gone,
 )
+from mdfixtures import fixture_names
 from pattern import secpat
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="mounts need root")
