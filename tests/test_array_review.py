@@ -276,6 +276,8 @@ async def test_live_reshape_hands_back_its_slot_lists(tmp_path):
 
 async def test_dirty_reshape_stays_dirty_until_resynced(md_fixture):
     meta, paths = md_fixture(PARKED)
+    # mid-reshape members: the migration's entry points (the engine alone refuses them)
+    from fuseraid.migration import assemble, open_array
     paths = [str(p) for p in paths]
     make_dirty(paths)
     array = await assemble(paths)
@@ -298,6 +300,7 @@ async def test_dirty_reshape_stays_dirty_until_resynced(md_fixture):
 async def test_resumed_reshape_member_failure_uses_array_policy(md_fixture):
     """Finding 1 (engine side): the resumed reshape's drivers fail members through the
     array: after fail(), nothing is written to the failed member any more."""
+    from fuseraid.migration import assemble  # mid-reshape: the migration's entry point
     _, paths = md_fixture(PARKED)
     paths = [str(p) for p in paths]
     array = await assemble(paths)

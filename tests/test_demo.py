@@ -1,4 +1,5 @@
-"""`fuseraid demo` runs to the end and leaves nothing behind, also when interrupted."""
+"""`fuseraid demo` runs to the end (including the live migration to raid6 under load) and
+leaves nothing behind, also when interrupted."""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ def test_demo_runs_and_cleans_up(tmp_path):
     assert p.returncode == 0, out + err
     assert "all checksums match after remount" in out
     assert "raid5" in out and "fsck.ext4 -n: clean" in out
+    # the live migration under load: raid5 on 3 -> raid6 on 5, verified
+    assert "raid5/3 -> raid6/5" in out and "reshape finished" in out
+    assert "raid6, active [5/5]" in out and "check done, 0 mismatches found" in out
+    assert "fsck.ext4 -n: clean after the migration" in out
+    assert "all checksums match after the migration and a remount" in out
     assert out.rstrip().endswith("done: every step passed")
     assert leftovers(tmp_path) == []
     assert list(tmp_path.iterdir()) == []  # the temporary folder is gone too

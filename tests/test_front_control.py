@@ -14,8 +14,8 @@ import tempfile
 import pytest
 import trio
 
-from fuseraid.engine.assemble import open_array
 from fuseraid.front import control
+from fuseraid.migration import open_array
 
 R5 = "r5-4-left-symmetric-c64"
 

@@ -69,3 +69,10 @@ def test_helper_fake_and_sloppy(tmp_path, capsys):
     assert helper_main([spec, str(mp), "-f", "-o", "frobnicate"]) == 1
     assert helper_main([f"{m[0]}:{m[0]}", str(mp), "-f"]) == 1
     assert "given twice" in capsys.readouterr().err
+
+
+def test_backup_file_option():
+    assert parse_options(["backup_file=/var/tmp/r.bak,ro"]).backup_file == "/var/tmp/r.bak"
+    assert parse_options(["ro"]).backup_file is None
+    with pytest.raises(MountOptionError, match="backup_file needs a value"):
+        parse_options(["backup_file="])

@@ -48,3 +48,72 @@ def test_shrink_with_array_size(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     g, data, bad = read_array(paths[:3])
     assert g.raid_disks == 3 and data == content[: 512 * KIB] and bad == 0
+
+
+def _interrupted_in_place(tmp_path: Path):
+    """An in-place reshape (no headroom: backup file) stopped after its first window,
+    with that window's record still in the backup file; returns (paths, content, backup)."""
+    from fuseraid.migration.migrator import begin_reshape
+    from fuseraid.migration.plan import Request
+    from fuseraid.migration.resume import open_members
+
+    old = Geometry(5, 4, 1, 16 * KIB, 256 * KIB)
+    paths, _, content = make_array(tmp_path, old, member_bytes=16 * KIB + 256 * KIB,
+                                   data_offset=16 * KIB)
+    backup = tmp_path / "backup"
+
+    class Stop(Exception):
+        pass
+
+    def hook(step: str) -> None:
+        if step == "commit":  # the window is backed up and written, not yet committed
+            raise Stop
+
+    with open_members(paths) as ms:
+        _, r = begin_reshape(ms.sbset, ms.by_role, Request(layout=4, chunk=8 * KIB),
+                             backup_file=str(backup), hook=hook)
+        assert r is not None
+        s, e, needs = r.next_window()
+        assert needs
+        try:
+            r.copy_window(s, e, needs)
+        except Stop:
+            pass
+        r.backup.close()
+    return paths, content, backup
+
+
+def test_grow_members_resumes_with_backup_file(tmp_path: Path) -> None:
+    paths, content, backup = _interrupted_in_place(tmp_path)
+    res = fuseraid("grow", "--members", *map(str, paths))
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert "--backup-file" in res.stderr
+    res = fuseraid("grow", "--members", *map(str, paths), "--backup-file", str(backup))
+    assert res.returncode == 0, res.stderr
+    g, data, bad = read_array(paths)
+    assert (g.layout, g.chunk) == (4, 8 * KIB) and data == content and bad == 0
+
+
+async def test_mount_option_backup_file_resumes(tmp_path: Path) -> None:
+    """What the daemon does with `-o backup_file=PATH`: fuseraid.migration.open_array
+    with the backup file resumes the in-place reshape (no environment variable)."""
+    import pytest
+    import trio
+
+    from fuseraid.errors import FuseraidError
+    from fuseraid.migration import open_array
+
+    paths, content, backup = _interrupted_in_place(tmp_path)
+    names = [str(p) for p in paths]
+    with pytest.raises(FuseraidError, match="backup"):
+        async with open_array(names):
+            pass
+    async with open_array(names, backup_file=str(backup)) as array:
+        assert await array.read(0, len(content)) == content
+        with trio.fail_after(60):
+            while array.reshape_control is None:
+                await trio.sleep(0.01)
+            await array.reshape_control.finished.wait()
+        assert array.reshape_control.error is None
+    g, data, bad = read_array(paths)
+    assert (g.layout, g.chunk) == (4, 8 * KIB) and data == content and bad == 0

@@ -9,10 +9,11 @@ import random
 from pathlib import Path
 
 import trio
+import trio.testing
 from test_migration_kit import KIB, make_array, read_array
 
-from fuseraid.engine.assemble import open_array
 from fuseraid.layout import Geometry
+from fuseraid.migration import open_array
 from fuseraid.migration.live import start_live_reshape
 from fuseraid.migration.plan import Request
 
@@ -37,6 +38,27 @@ async def test_assembler_resumes_md_parked_reshape(md_fixture) -> None:
     _, data, bad = read_array(paths)
     assert hashlib.sha256(data).hexdigest() == meta["resume"]["array_sha256_after"]
     assert bad == 0
+
+
+async def _parked(array, *, windows: int = 1) -> None:
+    """Event-driven, no sleeps: wait until the migrator has moved the border at least
+    `windows` times, pause it, and return once it is parked between windows (its loop is
+    in Control.wait_unpaused with the pause seen). The border cannot move after that."""
+    control = array.reshape_control
+    parked = trio.Event()
+    wait = control.wait_unpaused
+
+    async def wait_and_tell() -> None:
+        if control.paused:
+            parked.set()
+        await wait()
+
+    control.wait_unpaused = wait_and_tell
+    with trio.fail_after(60):
+        while array.reshape.windows < windows:
+            await trio.sleep(0.005)
+        control.pause()
+        await parked.wait()
 
 
 async def _hammer(array, model: bytearray, rng: random.Random, stop: trio.Event) -> int:
@@ -94,10 +116,9 @@ async def test_pause_and_resume(tmp_path: Path) -> None:
         live = await start_live_reshape(array, nursery, Request(layout=10), max_window=32 * KIB)
         assert live is not None
         control = array.reshape_control
-        control.pause()
-        await trio.sleep(0.3)
+        await _parked(array)
         pos = live.border
-        await trio.sleep(0.3)
+        await trio.testing.wait_all_tasks_blocked()  # everything idle, the pass too
         assert live.border == pos and not live.done  # really paused
         assert await array.read(0, len(content)) == content
         control.resume()
@@ -117,7 +138,7 @@ async def test_unmount_mid_reshape_then_resume(tmp_path: Path) -> None:
         r = await start_live_reshape(array, nursery, Request(layout=0, chunk=8 * KIB),
                                      max_window=32 * KIB, speed_limit=256 * KIB)
         assert r is not None
-        await trio.sleep(0.5)
+        await _parked(array)  # mid-reshape: at least one window moved, then parked
         await array.write(100 * KIB, b"x" * 5000)
         model[100 * KIB : 100 * KIB + 5000] = b"x" * 5000
         assert not r.done
@@ -176,10 +197,11 @@ async def test_member_failed_during_live_reshape(tmp_path: Path) -> None:
                                      add=[str(extras[0])], max_window=32 * KIB,
                                      speed_limit=1 << 20)
         assert r is not None
-        await trio.sleep(0.2)
+        await _parked(array)
         await array.fail(2)  # like mdadm --fail in the middle of the reshape
         assert not r.done
         array.reshape_control.speed_limit = None
+        array.reshape_control.resume()
         with trio.fail_after(60):
             await array.reshape_control.finished.wait()
         assert array.reshape_control.error is None

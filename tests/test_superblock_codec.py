@@ -232,7 +232,8 @@ def superblocks(draw) -> Superblock:
         raid_disks=raid_disks,
         new_level=level if reshape else draw(st.integers(-(2**31), 2**31 - 1)),
         reshape_position=draw(u64),
-        delta_disks=draw(st.integers(0, raid_disks - 1)) if reshape else draw(
+        # the count before the reshape (raid_disks - delta_disks) is the old level's
+        delta_disks=draw(st.integers(0, raid_disks - _MIN[level])) if reshape else draw(
             st.integers(-(2**31), 2**31 - 1)),
         new_layout=draw(st.sampled_from(_LAYOUTS[level])) if reshape else draw(u32) - 2**31,
         new_chunk=2 ** draw(st.integers(3, 16)) if reshape else draw(u32),
@@ -404,3 +405,25 @@ def test_read_member_superblock(md_fixture, tmp_path):
     with Member(short, readonly=True) as m, pytest.raises(SuperblockError,
                                                           match="truncated member"):
         read_member_superblock(m)
+
+
+def test_reshape_counts_checked_against_their_own_level():
+    """While RESHAPE_ACTIVE, raid_disks - delta_disks is the old level's count and
+    raid_disks the new level's: raid6 on 5 -> raid5 on 3 is recordable (md allows it),
+    a new count below the NEW level's minimum is not."""
+    base = Superblock.new(level=6, raid_disks=5, role=0, member_bytes=8 << 20,
+                          dev_size=4 << 20, chunk=64 << 10, layout=2, data_offset=1 << 20,
+                          set_uuid=b"u" * 16, ctime=0, name="t")
+    ok = base.replace(feature_map=base.feature_map | MD_FEATURE_RESHAPE_ACTIVE,
+                      raid_disks=3, delta_disks=-2, new_level=5, new_layout=2,
+                      new_chunk=base.chunksize)
+    assert Superblock.decode(ok.encode(name="t"), "t").raid_disks == 3
+    bad = ok.replace(new_level=6, new_layout=2)
+    with pytest.raises(SuperblockError, match="raid_disks 3 is impossible for raid6"):
+        bad.encode(name="t")
+    old_bad = ok.replace(delta_disks=0)  # the old raid6 on 3 disks
+    with pytest.raises(SuperblockError, match="leaves 3 disks, too few for raid6"):
+        old_bad.encode(name="t")
+    plain = base.replace(raid_disks=3)  # no reshape: raid_disks is the level's
+    with pytest.raises(SuperblockError, match="raid_disks 3 is impossible for raid6"):
+        plain.encode(name="t")

@@ -1,11 +1,15 @@
 """`fuseraid demo`: the whole path on real files, narrated: member files in a temporary
 folder, create a RAID5 on 3 disks, mount it, ext4 on the image through a loop device,
-write files and verify their checksums, show the status, then tear everything down
-(always, also on error or Ctrl-C).
+write files and verify their checksums, show the status; then a live migration under
+load: while a writer keeps writing and verifying its own files on the ext4, the RAID5 on
+3 disks becomes a RAID6 on 5 (`fuseraid grow --level 6 --raid-devices 5 --add ...`),
+with its progress shown; at the end every file is checked, `fuseraid check` must find 0
+mismatches and fsck.ext4 -n must be clean. Everything is torn down at the end (always,
+also on error or Ctrl-C).
 
-Other layers add steps without editing this file: a module listed in EXTRA_STEPS that
-defines `steps(demo: Demo) -> list[tuple[str, Callable[[], None]]]` has its steps run
-after the basic ones, while everything is mounted (e.g. a live grow to raid6)."""
+Other layers may add steps without editing this file: a module listed in EXTRA_STEPS
+that defines `steps(demo: Demo) -> list[tuple[str, Callable[[], None]]]` has its steps
+run after the built-in ones, while everything is mounted."""
 
 from __future__ import annotations
 
@@ -21,13 +25,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fuseraid.errors import FuseraidError
 
-EXTRA_STEPS = ("fuseraid.migration.demo",)
+EXTRA_STEPS: tuple[str, ...] = ()
 
 
 class DemoError(FuseraidError):
@@ -206,6 +211,129 @@ def basic_steps(d: Demo) -> list[tuple[str, Callable[[], None]]]:
     ]
 
 
+class Writer(threading.Thread):
+    """Load during the migration: writes files on the ext4 (fsync each), reads each back
+    and compares, until stopped; records their checksums for the final verification."""
+
+    def __init__(self, d: Demo) -> None:
+        super().__init__(name="demo-writer", daemon=True)
+        self.d = d
+        self.stop = threading.Event()
+        self.written = 0
+        self.bytes = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        rng = random.Random("writer")
+        try:
+            while not self.stop.is_set():
+                name = f"live{self.written % 64:03d}.bin"  # rewrites old ones too
+                data = rng.randbytes(rng.choice([4096, 65536, 256 << 10]))
+                path = self.d.fsdir / name
+                with open(path, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if path.read_bytes() != data:
+                    raise DemoError(f"{name}: read back differs from what was written")
+                self.d.checksums[name] = hashlib.sha256(data).hexdigest()
+                self.written += 1
+                self.bytes += len(data)
+                time.sleep(0.005)
+        except BaseException as e:  # reported by finish()
+            self.error = e
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(60)
+        if self.error is not None:
+            raise DemoError(f"the writer failed during the migration: {self.error}")
+
+
+def migration_steps(d: Demo) -> list[tuple[str, Callable[[], None]]]:
+    writer: list[Writer] = []
+
+    def spares() -> None:
+        d.spares = [d.make_member(f"disk{d.disks + i}.img") for i in range(2)]
+
+    def start_writer() -> None:
+        w = Writer(d)
+        writer.append(w)
+        d.stack.callback(w.stop.set)  # stopped before the ext4 goes away
+        w.start()
+
+    def grow() -> None:
+        out = d.fuseraid("grow", d.mountpoint, "--level", "6", "--raid-devices",
+                         str(d.disks + 2), "--add", *d.spares).stdout.strip()
+        d.say(f"    {out}")
+        last = -1.0
+        deadline = time.monotonic() + 600
+        while True:
+            st = d.fuseraid("grow", "--status", d.mountpoint).stdout.strip()
+            if "no reshape" in st:
+                break
+            if "stopped" in st or "error" in st:
+                raise DemoError(f"the reshape stopped: {st}")
+            pct = _percent(st)
+            if pct is None or pct >= last + 20 or last < 0:
+                d.say(f"    {st}; writer: {writer[0].written} files written")
+                last = pct if pct is not None else last
+            if time.monotonic() > deadline:
+                raise DemoError("the reshape did not finish in 10 minutes")
+            time.sleep(0.3)
+        d.say("    reshape finished")
+
+    def stop_writer() -> None:
+        w = writer[0]
+        w.finish()
+        d.say(f"    the writer wrote and verified {w.written} files "
+              f"({w.bytes >> 20} MiB) during the migration")
+        d.verify_files()
+        d.say(f"    all {len(d.checksums)} checksums match")
+
+    def check() -> None:
+        out = d.fuseraid("check", d.mountpoint).stdout.strip()
+        d.say(f"    {out}")
+        if " 0 mismatches" not in out:
+            raise DemoError(f"fuseraid check: {out}")
+
+    def remount() -> None:
+        _unmount(d.fsdir)
+        d.sh("losetup", "-d", d.loopdev)
+        d._detach_loop(d.loopdev)
+        fsck = d.sh("fsck.ext4", "-n", "-f", d.image, check=False)
+        if fsck.returncode != 0:
+            raise DemoError(f"fsck.ext4 -n found problems: {fsck.stdout.strip()[-200:]}")
+        d.say("    fsck.ext4 -n: clean after the migration")
+        d.attach_loop()
+        d.mount_fs()
+        d.verify_files()
+        d.say("    all checksums match after the migration and a remount")
+
+    n = d.disks + 2
+    return [
+        ("making 2 more member files for the new roles", spares),
+        ("starting a writer that writes and verifies files on the ext4 all along",
+         start_writer),
+        (f"live migration under load: fuseraid grow --level 6 --raid-devices {n} --add "
+         f"disk{d.disks}.img disk{d.disks + 1}.img", grow),
+        ("stopping the writer, verifying every file", stop_writer),
+        ("fuseraid status", d.show_status),
+        ("fuseraid check (scrub: parity and Q against the data)", check),
+        ("unmount, fsck, mount again, verify", remount),
+    ]
+
+
+def _percent(status: str) -> float | None:
+    for word in status.replace(",", " ").split():
+        if word.endswith("%"):
+            try:
+                return float(word[:-1])
+            except ValueError:
+                return None
+    return None
+
+
 def extra_steps(d: Demo) -> list[tuple[str, Callable[[], None]]]:
     out: list[tuple[str, Callable[[], None]]] = []
     for name in EXTRA_STEPS:
@@ -229,7 +357,8 @@ def workdir(keep: bool, base: str | None) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def run_demo(disk_mib: int, disks: int, files: int, keep: bool, base: str | None) -> int:
+def run_demo(disk_mib: int, disks: int, files: int, keep: bool, base: str | None,
+             migrate: bool = True) -> int:
     if os.geteuid() != 0:
         raise DemoError("the demo needs root (it uses loop devices and mounts)")
     for tool in ("losetup", "mkfs.ext4", "fsck.ext4", "mount", "umount"):
@@ -238,7 +367,8 @@ def run_demo(disk_mib: int, disks: int, files: int, keep: bool, base: str | None
     with workdir(keep, base) as wd:
         d = Demo(wd, disk_mib, disks, files)
         try:
-            for text, step in basic_steps(d) + extra_steps(d):
+            steps = basic_steps(d) + (migration_steps(d) if migrate else []) + extra_steps(d)
+            for text, step in steps:
                 d.say(text)
                 step()
         finally:
@@ -256,18 +386,23 @@ def run_demo(disk_mib: int, disks: int, files: int, keep: bool, base: str | None
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the narrated end-to-end demo (needs root)",
                        description="Create, mount and use a RAID5 of member files, with ext4 "
-                       "on top, verifying every step; cleans up everything at the end.")
+                       "on top, then migrate it live to a RAID6 on 5 disks while a writer "
+                       "keeps writing and verifying files; verifies every step and cleans "
+                       "up everything at the end.")
     p.add_argument("--disk-mib", type=int, default=128, help="size of each member (MiB)")
     p.add_argument("--disks", type=int, default=3, help="number of members for the RAID5")
     p.add_argument("--files", type=int, default=24, help="number of files to write")
     p.add_argument("--dir", default=None, help="where to make the temporary folder")
     p.add_argument("--keep", action="store_true", help="keep the member files afterwards")
+    p.add_argument("--no-migration", dest="migrate", action="store_false",
+                   help="skip the live migration to raid6 under load")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return run_demo(args.disk_mib, args.disks, args.files, args.keep, args.dir)
+        return run_demo(args.disk_mib, args.disks, args.files, args.keep, args.dir,
+                        args.migrate)
     except KeyboardInterrupt:
         print("interrupted: cleaned up", file=sys.stderr)
         return 130

@@ -4,10 +4,9 @@ writing, so a refused assembly writes nothing."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -128,16 +127,14 @@ def geometry_of(newest: Superblock, found: Sequence[Found]) -> Geometry:
         raise AssemblyError(f"the superblocks describe an unusable array: {e}") from e
 
 
-def _open_reshaping_hook() -> Any:
-    """The migration's entry point for a reshape in progress: a callable
-    (sbset, members_by_role) -> Reshape, or None when this build has none."""
-    try:
-        mod = importlib.import_module("fuseraid.migration.resume")
-    except ModuleNotFoundError as e:
-        if e.name in ("fuseraid.migration", "fuseraid.migration.resume"):
-            return None
-        raise
-    return getattr(mod, "open_reshaping", None) or getattr(mod, "resume_reshape", None)
+ReshapeOpener = Callable[..., tuple[SuperblockSet, list[Member], Any]]
+"""reshape_opener(paths, readonly=...) -> (superblock set, members it opened, Reshape):
+opens members whose superblocks record a reshape in progress. The migration layer
+provides one (fuseraid.migration.open_array passes it); the engine never imports it."""
+
+RESHAPE_REFUSED = ("a reshape is in progress on these members: mount them with `fuseraid "
+                   "mount` (it resumes the reshape) or finish it offline with `fuseraid grow "
+                   "--members ...`")
 
 
 def _assemble_sync(paths: Sequence[str], readonly: bool, force: bool) -> Array:
@@ -192,27 +189,26 @@ def _assemble_sync(paths: Sequence[str], readonly: bool, force: bool) -> Array:
 
 
 async def assemble(paths: Sequence[str], *, readonly: bool = False,
-                   force: bool = False) -> Array:
+                   force: bool = False, reshape_opener: ReshapeOpener | None = None) -> Array:
     """Assemble the members (any order) into an Array; no background work starts and
     nothing is written until the first write (or Array.start). `force` accepts a dirty
-    degraded array, as `mdadm --assemble --force` does."""
+    degraded array, as `mdadm --assemble --force` does. An array in mid-reshape needs
+    `reshape_opener` (see ReshapeOpener; fuseraid.migration.assemble passes it); without
+    one it is refused (AssemblyError, one line)."""
     paths = [os.fspath(p) for p in paths]
     sbs = await trio.to_thread.run_sync(_peek_reshape, paths)
     if sbs is not None:
-        hook = _open_reshaping_hook()
-        if hook is None:
-            raise AssemblyError("a reshape is in progress on these members, and this build "
-                                "cannot resume it")
-        return await trio.to_thread.run_sync(_assemble_reshaping, paths, readonly, hook)
+        if reshape_opener is None:
+            raise AssemblyError(RESHAPE_REFUSED)
+        return await trio.to_thread.run_sync(_assemble_reshaping, paths, readonly,
+                                             reshape_opener)
     return await trio.to_thread.run_sync(_assemble_sync, paths, readonly, force)
 
 
-def _assemble_reshaping(paths: Sequence[str], readonly: bool, hook: Any) -> Array:
-    """An array in mid-reshape: the migration opens it (open_members/open_reshaping) and
-    its Border serves the array until the reshape finishes."""
-    from fuseraid.migration.resume import open_members
-
-    members = open_members(paths, readonly=readonly)
+def _assemble_reshaping(paths: Sequence[str], readonly: bool, opener: ReshapeOpener) -> Array:
+    """An array in mid-reshape: the migration opens it (its members, superblocks and
+    Reshape) and its Border serves the array until the reshape finishes."""
+    sbset, opened, reshape = opener(paths, readonly=readonly)
     try:
         # md: resync_offset != MaxSector means the array was not stopped cleanly. Rows
         # with writes in flight at the crash may have stale parity on either side of the
@@ -220,17 +216,16 @@ def _assemble_reshaping(paths: Sequence[str], readonly: bool, hook: Any) -> Arra
         # geometry is resynced once it is done (Array.start_resync: the position is in
         # rows of the plain driver, which exists only after the reshape). Until then the
         # array stays dirty on disk: close() never writes MaxSector.
-        unclean = members.sbset.newest.resync_offset != MAX_SECTOR
-        reshape = hook(members.sbset, members.by_role, readonly=readonly)
+        unclean = sbset.newest.resync_offset != MAX_SECTOR
         new = reshape.plan.new
         states = []
-        for e in members.sbset.entries:
+        for e in sbset.entries:
             role = e.sb.role
             if role < new.raid_disks:
                 states.append(MemberState(e.path, e.member, e, role, "active"))
-        array = Array(geometry=new, superblocks=members.sbset, members=states,
+        array = Array(geometry=new, superblocks=sbset, members=states,
                       readonly=readonly, resync_from=None, reshape=reshape)
-        array.extra_members = list(members.opened)
+        array.extra_members = list(opened)
         rebind = getattr(reshape, "rebind", None)
         if rebind is not None:
             # member errors of both drivers go through the array's failure policy, and
@@ -240,7 +235,8 @@ def _assemble_reshaping(paths: Sequence[str], readonly: bool, hook: Any) -> Arra
             array.start_resync(0)
         return array
     except BaseException:
-        members.close()
+        for m in opened:
+            m.close()
         raise
 
 
@@ -252,11 +248,13 @@ def _peek_reshape(paths: Sequence[str]) -> list[Found] | None:
 
 
 @asynccontextmanager
-async def open_array(paths: Sequence[str], *, readonly: bool = False,
-                     force: bool = False) -> AsyncIterator[Array]:
+async def open_array(paths: Sequence[str], *, readonly: bool = False, force: bool = False,
+                     reshape_opener: ReshapeOpener | None = None) -> AsyncIterator[Array]:
     """Assemble, mark active, run background work (resync, rebuild) while the body runs;
-    on exit (also on cancellation or error) stop it, flush, mark clean, close members."""
-    array = await assemble(paths, readonly=readonly, force=force)
+    on exit (also on cancellation or error) stop it, flush, mark clean, close members.
+    reshape_opener: as for assemble() (None refuses an array in mid-reshape)."""
+    array = await assemble(paths, readonly=readonly, force=force,
+                           reshape_opener=reshape_opener)
     try:
         async with trio.open_nursery() as nursery:
             await array.start(nursery)
@@ -269,5 +267,5 @@ async def open_array(paths: Sequence[str], *, readonly: bool = False,
         await array.close()
 
 
-__all__ = ["EVENTS_SLACK", "FuseraidError", "assemble", "geometry_of", "open_array",
-           "read_members"]
+__all__ = ["EVENTS_SLACK", "RESHAPE_REFUSED", "FuseraidError", "ReshapeOpener", "assemble",
+           "geometry_of", "open_array", "read_members"]

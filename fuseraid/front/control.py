@@ -5,15 +5,12 @@ Request:  {"op": "status", "args": {...}}
 Reply:    {"ok": true, "result": ...}  or  {"ok": false, "error": "one line"}
 
 Only the mount's owner or root may connect (checked with SO_PEERCRED). Handlers live in a
-registry so other layers add requests without editing this file:
+registry (register(op, handler)). Layers below the front must not import it, so they
+expose a plain mapping instead, and the daemon registers it before it serves
+(load_plugins): a module in PLUGINS such as fuseraid/migration/control.py defines
 
-    from fuseraid.front import control
-
-    async def grow(ctx: control.Context, args: dict) -> dict: ...
-    control.register("grow", grow)
-
-The daemon imports the modules in PLUGINS (if they exist) before it serves, so a module
-such as fuseraid/migration/control.py that calls register() at import time is enough.
+    async def grow(ctx, args: dict) -> dict: ...   # ctx: a control.Context
+    HANDLERS = {"grow": grow, ...}
 """
 
 from __future__ import annotations
@@ -77,12 +74,17 @@ def handlers() -> dict[str, Handler]:
 
 
 def load_plugins() -> None:
+    """Register the requests of the layers below the front: each module in PLUGINS
+    exposes HANDLERS, a plain mapping op -> handler (it never imports the front)."""
     for name in PLUGINS:
         try:
-            importlib.import_module(name)
+            mod = importlib.import_module(name)
         except ModuleNotFoundError as e:
             if e.name != name:
                 raise
+            continue
+        for op, handler in getattr(mod, "HANDLERS", {}).items():
+            register(op, handler)
 
 
 # ---- where the socket lives -------------------------------------------------------

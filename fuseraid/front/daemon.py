@@ -9,6 +9,7 @@ why it is not (one line, exit 1)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import logging.handlers
 import os
@@ -79,6 +80,8 @@ def check_request(members: list[str], mountpoint: str, options: MountOptions) ->
         paths.append(p)
     if options.log:
         options.log = os.path.abspath(options.log)
+    if options.backup_file:  # made absolute before the daemon leaves the cwd
+        options.backup_file = os.path.abspath(options.backup_file)
     return MountRequest(paths, mp, options)
 
 
@@ -86,20 +89,15 @@ def check_request(members: list[str], mountpoint: str, options: MountOptions) ->
 
 
 @contextlib.asynccontextmanager
-async def open_array(paths: list[str], readonly: bool = False) -> AsyncIterator[Any]:
-    """Assemble the array for the daemon's lifetime; closing it flushes and marks clean."""
-    from fuseraid.engine import assemble as asm
+async def open_array(paths: list[str], readonly: bool = False,
+                     backup_file: str | None = None) -> AsyncIterator[Any]:
+    """Assemble the array for the daemon's lifetime (resuming a reshape in progress, with
+    its backup file if the mount option backup_file= gave one); closing it flushes and
+    marks clean."""
+    from fuseraid.migration import open_array as migration_open_array
 
-    if hasattr(asm, "open_array"):
-        async with asm.open_array(paths, readonly=readonly) as array:
-            yield array
-        return
-    array = await asm.assemble(paths, readonly=readonly)
-    try:
+    async with migration_open_array(paths, readonly=readonly, backup_file=backup_file) as array:
         yield array
-    finally:
-        with trio.CancelScope(shield=True):
-            await array.close()
 
 
 # ---- logging ----------------------------------------------------------------------
@@ -148,12 +146,17 @@ async def serve(
         async with trio.open_nursery() as outer:
             await outer.start(_watch_signals, life)
             with life.start_scope:
-                await _serve(req, ready, opener or open_array, life)
+                await _serve(req, ready, opener or _default_opener(req), life)
             outer.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise _unwrap(group) from None
     if life.start_scope.cancelled_caught:
         raise MountError("interrupted by a signal before the mount was up")
+
+
+def _default_opener(req: MountRequest) -> Callable[..., Any]:
+    backup = req.options.backup_file  # mount option backup_file=PATH
+    return functools.partial(open_array, backup_file=backup or None)
 
 
 def _unwrap(group: BaseExceptionGroup) -> BaseException:

@@ -18,7 +18,10 @@ IGNORED = frozenset(
     }
 )  # fmt: skip
 
-KNOWN = "ro, rw, allow_other, default_permissions, fsname=NAME, log=FILE, page_cache"
+KNOWN = (
+    "ro, rw, allow_other, default_permissions, fsname=NAME, log=FILE, page_cache,"
+    " backup_file=FILE"
+)
 
 
 class MountOptionError(FuseraidError):
@@ -33,6 +36,8 @@ class MountOptions:
     log: str | None = None  # log file for the detached daemon (default: syslog)
     # Go through the kernel page cache instead of FOPEN_DIRECT_IO (see docs/fuse-front.md).
     page_cache: bool = False
+    # The backup file of an in-place reshape, needed to resume one (md does not record it).
+    backup_file: str | None = None
 
     def fuse_options(self, default_fsname: str) -> set[str]:
         """The option set handed to pyfuse3.init / the kernel."""
@@ -74,6 +79,11 @@ def parse_options(groups: list[str] | None) -> MountOptions:
                 if not value:
                     raise MountOptionError("mount option log needs a value: log=FILE")
                 out.log = value
+            elif key == "backup_file":
+                if not value:
+                    raise MountOptionError(
+                        "mount option backup_file needs a value: backup_file=FILE")
+                out.backup_file = value
             elif (opt in IGNORED) or key.startswith("x-") or key == "comment":
                 continue
             else:

@@ -1,5 +1,8 @@
 """Live reshape (docs/reshape.md): plan a geometry change, migrate window by window
-between the old and the new layout behind a moving border, crash-safe, resumable."""
+between the old and the new layout behind a moving border, crash-safe, resumable.
+
+`open_array`/`assemble` here are the engine's with the migration's reshape opener: use
+them wherever the members may be in mid-reshape (the engine alone refuses those)."""
 
 from fuseraid.migration.border import Border
 from fuseraid.migration.migrator import (
@@ -11,10 +14,17 @@ from fuseraid.migration.migrator import (
     run_offline,
 )
 from fuseraid.migration.plan import BACKWARD, FORWARD, Plan, Request, plan_reshape
-from fuseraid.migration.resume import open_members, open_reshaping, resume_reshape
+from fuseraid.migration.resume import (
+    assemble,
+    open_array,
+    open_members,
+    open_reshaping,
+    reshape_opener,
+    resume_reshape,
+)
 
 __all__ = [
-    "BACKWARD", "FORWARD", "Border", "Control", "Plan", "Request", "Reshape",
-    "begin_reshape", "open_members", "open_reshaping", "plan_reshape", "rebuild_offline",
-    "resume_reshape", "run_live", "run_offline",
+    "BACKWARD", "FORWARD", "Border", "Control", "Plan", "Request", "Reshape", "assemble",
+    "begin_reshape", "open_array", "open_members", "open_reshaping", "plan_reshape",
+    "rebuild_offline", "reshape_opener", "resume_reshape", "run_live", "run_offline",
 ]

@@ -49,13 +49,26 @@ class BackupFile:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def write(self, start: int, data: bytes) -> None:
-        """Store the window [start, start+len(data)) durably (data, header, fsync)."""
+    def write(self, start: int, data: bytes | bytearray | memoryview) -> None:
+        """Store the window [start, start+len(data)) durably (data, header, fsync):
+        one pwritev of header and data, no copy of the window."""
+        data = memoryview(data).cast("B")
         head = _FMT.pack(MAGIC, self.array_uuid, self.reshape_id, start, len(data),
                          hashlib.sha256(data).digest())
         head += hashlib.sha256(head).digest()
         try:
-            os.pwrite(self._fd, head.ljust(HEADER, b"\0") + data, 0)
+            bufs = [memoryview(head.ljust(HEADER, b"\0")), data]
+            pos = 0
+            while bufs:
+                put = os.pwritev(self._fd, bufs, pos)
+                if put <= 0:
+                    raise OSError(5, "short write")
+                pos += put
+                while bufs and put >= len(bufs[0]):
+                    put -= len(bufs[0])
+                    bufs.pop(0)
+                if bufs and put:
+                    bufs[0] = bufs[0][put:]
             os.fsync(self._fd)
         except OSError as e:
             raise FuseraidError(f"{self.path}: cannot write backup: {e.strerror}") from e

@@ -1,12 +1,15 @@
 """Control-socket requests of a mounted array's reshape: "grow" (start one), "pause",
-"resume", "reshape" (its status). The daemon imports this module (control.PLUGINS)."""
+"resume", "reshape" (its status). HANDLERS maps each request to its handler
+`handler(ctx, args)`; the front (which sits above the migration) registers them
+(fuseraid.front.control.load_plugins). ctx is the front's control Context: this module
+uses only its .array, .nursery and .readonly, and never imports the front."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fuseraid.errors import FuseraidError
-from fuseraid.front import control
 from fuseraid.layout.names import layout_number
 from fuseraid.migration.live import reshape_status, start_live_reshape
 from fuseraid.migration.plan import Request
@@ -26,7 +29,7 @@ def request_from_args(args: dict[str, Any], current_level: int) -> Request:
     )
 
 
-async def _grow(ctx: control.Context, args: dict[str, Any]) -> dict[str, Any]:
+async def _grow(ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
     if ctx.readonly:
         raise FuseraidError("the array is mounted read-only")
     array = ctx.array
@@ -44,19 +47,19 @@ async def _grow(ctx: control.Context, args: dict[str, Any]) -> dict[str, Any]:
     return {"instant": False, **(reshape_status(array) or {})}
 
 
-def _control_of(ctx: control.Context) -> Any:
+def _control_of(ctx: Any) -> Any:
     c = getattr(ctx.array, "reshape_control", None)
     if getattr(ctx.array, "reshape", None) is None or c is None:
         raise FuseraidError("no reshape is running")
     return c
 
 
-async def _pause(ctx: control.Context, args: dict[str, Any]) -> dict[str, Any]:
+async def _pause(ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
     _control_of(ctx).pause()
     return reshape_status(ctx.array) or {}
 
 
-async def _resume(ctx: control.Context, args: dict[str, Any]) -> dict[str, Any]:
+async def _resume(ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
     c = _control_of(ctx)
     if args.get("speed_limit") is not None:
         c.speed_limit = int(args["speed_limit"]) or None
@@ -64,7 +67,7 @@ async def _resume(ctx: control.Context, args: dict[str, Any]) -> dict[str, Any]:
     return reshape_status(ctx.array) or {}
 
 
-async def _status(ctx: control.Context, args: dict[str, Any]) -> dict[str, Any] | None:
+async def _status(ctx: Any, args: dict[str, Any]) -> dict[str, Any] | None:
     st = reshape_status(ctx.array)
     if st is None:
         c = getattr(ctx.array, "reshape_control", None)
@@ -74,7 +77,9 @@ async def _status(ctx: control.Context, args: dict[str, Any]) -> dict[str, Any] 
     return st
 
 
-control.register("grow", _grow)
-control.register("pause", _pause)
-control.register("resume", _resume)
-control.register("reshape", _status)
+HANDLERS: dict[str, Callable[[Any, dict[str, Any]], Awaitable[Any]]] = {
+    "grow": _grow,
+    "pause": _pause,
+    "resume": _resume,
+    "reshape": _status,
+}

@@ -1,7 +1,9 @@
 """A reshape started on a live, mounted Array (the control socket's "grow"): record it,
 put the Border in front of the array, run the migrator in the array's nursery, and hand
 the array its new geometry when the pass is done. (An array assembled mid-reshape is
-resumed by the engine itself: Array(reshape=...) runs migrator.run_live.)"""
+resumed through fuseraid.migration.open_array: the engine runs migrator.run_live.)
+Only the Array's public API is used here (driver, busy(), role_holders(), spare_members(),
+set_roles(), fit_roles(), make_driver()/unregister_slots(), adopt_volume(), kick())."""
 
 from __future__ import annotations
 
@@ -19,25 +21,13 @@ from fuseraid.engine.locks import WHOLE
 from fuseraid.errors import FuseraidError
 from fuseraid.member.device import Member
 from fuseraid.migration.migrator import Control, Reshape, begin_reshape, run_live
-from fuseraid.migration.plan import MAX_WINDOW, Plan, Request, target_geometry
+from fuseraid.migration.plan import MAX_WINDOW, Request, target_geometry
 
 log = logging.getLogger("fuseraid.migration")
 
 
-def _members_by_role(array: Any) -> list[Any]:
-    return [ms.member if ms is not None and ms.state == "active" else None
-            for ms in array._roles]
-
-
-def _fit_roles(array: Any, plan: Plan) -> None:
-    """Size the array's role list to the new geometry; dropped roles become spares."""
-    n = plan.new.raid_disks
-    with array._state_lock:
-        for ms in array._roles[n:]:
-            if ms is not None:
-                ms.role, ms.state = None, "spare"
-                array._spares.append(ms)
-        array._roles = array._roles[:n] + [None] * max(0, n - len(array._roles))
+def _members_by_role(roles: Sequence[Any]) -> list[Any]:
+    return [ms.member if ms is not None and ms.state == "active" else None for ms in roles]
 
 
 def _extra_roles(array: Any, request: Request) -> int:
@@ -67,47 +57,60 @@ async def start_live_reshape(
     exposed size first (what a shrink needs); bytes beyond it are dropped."""
     if array.readonly:
         raise FuseraidError("the array is read-only")
-    if getattr(array, "reshape", None) is not None:
-        raise FuseraidError("a reshape is already running")
-    if array.volume is not array._driver:
-        raise FuseraidError("busy: a rebuild is running; wait for it to finish")
     opened: list[tuple[str, Member]] = []
     try:
         for p in add:
             opened.append((os.path.abspath(p), await trio.to_thread.run_sync(Member, p)))
         async with array.lock.exclusive(0, WHOLE):
+            # checked under the whole-array lock: no rebuild, resync or other task can
+            # start in between (finding 4)
+            reason = array.busy()
+            if reason is not None:
+                raise FuseraidError(f"busy: {reason}")
             await trio.to_thread.run_sync(array.volume.flush)
             old_disks = array.geometry.raid_disks
+            roles = array.role_holders()
             # the array's spares fill the new roles first, then the given members
-            spares = list(array._spares)
-            need = max(0, _extra_roles(array, request) - len(spares))
+            spares = array.spare_members()
+            extra = max(0, _extra_roles(array, request))
+            need = max(0, extra - len(spares))
             if len(opened) > need:
                 raise FuseraidError(f"{len(opened)} member(s) given but the new geometry "
                                     f"needs {need} more (spares are used first)")
             given = [(ms.path, ms.member) for ms in spares] + opened
-            plan, reshape = await trio.to_thread.run_sync(functools.partial(
-                begin_reshape, array.superblocks, _members_by_role(array), request,
-                add=given[: max(0, _extra_roles(array, request))],
-                exposed=array.size if array_size is None else array_size,
-                backup_file=backup_file,
-                max_window=max_window, driver_factory=array.make_driver))
+            built: list[list[Slot | None]] = []
+
+            def factory(g: Any, slots: list[Slot | None]) -> Any:
+                built.append(slots)
+                return array.make_driver(g, slots)
+
+            try:
+                plan, reshape = await trio.to_thread.run_sync(functools.partial(
+                    begin_reshape, array.superblocks, _members_by_role(roles), request,
+                    add=given[:extra],
+                    exposed=array.size if array_size is None else array_size,
+                    backup_file=backup_file, max_window=max_window, driver_factory=factory))
+            except BaseException:
+                for slots in built:  # drivers built before the failure: not used
+                    array.unregister_slots(slots)
+                raise
             used = given[: max(0, plan.new.raid_disks - old_disks)]
-            with array._state_lock:
-                for i, (path, m) in enumerate(used):
-                    role = old_disks + i
-                    state = "rebuilding" if plan.instant and role in plan.rebuild_roles \
-                        else "active"
-                    spare = next((ms for ms in spares if ms.member is m), None)
-                    if spare is not None:
-                        array._spares.remove(spare)
-                        spare.role, spare.state = role, state
-                        array._roles.append(spare)
-                    else:
-                        entry = array.superblocks.entry_for(m)
-                        array._roles.append(MemberState(path, m, entry, role, state))
+            for i, (path, m) in enumerate(used):
+                role = old_disks + i
+                state = "rebuilding" if plan.instant and role in plan.rebuild_roles \
+                    else "active"
+                spare = next((ms for ms in spares if ms.member is m), None)
+                if spare is not None:
+                    spares.remove(spare)
+                    spare.role, spare.state = role, state
+                    roles.append(spare)
+                else:
+                    entry = array.superblocks.entry_for(m)
+                    roles.append(MemberState(path, m, entry, role, state))
+            array.set_roles(roles, spares)
             if reshape is None:  # instant: the data stays, the geometry changes
-                _fit_roles(array, plan)
-                slots = [_slot_of(ms, plan.new_offsets[0]) for ms in array._roles]
+                array.fit_roles(plan.new.raid_disks)
+                slots = [_slot_of(ms, plan.new_offsets[0]) for ms in array.role_holders()]
                 array.adopt_volume(array.make_driver(plan.new, slots), plan.new)
             else:
                 array.volume = reshape.volume
@@ -117,7 +120,7 @@ async def start_live_reshape(
             if array.superblocks.entry_for(m) is None:
                 m.close()
     if reshape is None:
-        array._kick()
+        array.kick()
         return None
     control = Control(speed_limit=speed_limit)
     array.reshape_control = control
@@ -129,7 +132,7 @@ async def _run(array: Any, reshape: Reshape, control: Control) -> None:
     plan = reshape.plan
 
     def finished(volume: Any) -> None:
-        _fit_roles(array, plan)
+        array.fit_roles(plan.new.raid_disks)
         array.adopt_volume(volume, plan.new)
         array.reshape = None
 
@@ -138,7 +141,7 @@ async def _run(array: Any, reshape: Reshape, control: Control) -> None:
         log.info("reshape to raid%d on %d disks finished", plan.new.level, plan.new.raid_disks)
     except (FuseraidError, OSError) as exc:
         log.warning("reshape stopped: %s", exc)
-    array._kick()
+    array.kick()
 
 
 def reshape_status(array: Any) -> dict[str, Any] | None:

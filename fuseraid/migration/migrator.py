@@ -20,7 +20,7 @@ from fuseraid.engine.state import Entry
 from fuseraid.errors import FuseraidError, MemberIOError
 from fuseraid.migration import checkpoint
 from fuseraid.migration.backup import BackupFile, reshape_id
-from fuseraid.migration.border import Border
+from fuseraid.migration.border import Border, RowWriter, read_into
 from fuseraid.migration.plan import ALIGN, FORWARD, MAX_WINDOW, SB_FLOOR, Plan, plan_reshape
 from fuseraid.superblock.codec import MD_DISK_ROLE_SPARE, MD_FEATURE_RECOVERY_OFFSET, SB_HEADER
 
@@ -140,19 +140,25 @@ class Reshape:
             raise FuseraidError("reshape: every member failed")
 
     # ---- one window --------------------------------------------------------------------
-    def _source(self, start: int, end: int) -> bytes:
+    def _source(self, start: int, end: int) -> memoryview:
         """The window's content: old geometry below `content`, zeros beyond (the new
-        space a grow adds reads as zeros, as with md)."""
-        content = self.plan.content
-        if start >= content:
-            return bytes(end - start)
-        data = self.old.read(start, min(end, content) - start)
-        if end > content:
-            data += bytes(end - content)
-        return data
+        space a grow adds reads as zeros, as with md). Read into a buffer reused from
+        window to window (valid until the next call)."""
+        n = end - start
+        buf = getattr(self, "_wbuf", None)
+        if buf is None or len(buf) < n:
+            buf = self._wbuf = bytearray(n)
+        view = memoryview(buf)[:n]
+        cut = min(max(start, self.plan.content), end)
+        read_into(self.old, start, view[: cut - start])
+        if cut < end:
+            view[cut - start :] = bytes(end - cut)
+        return view
 
     def copy_window(self, start: int, end: int, needs_backup: bool) -> None:
-        """Migrate [start, end). The caller holds the range lock on it exclusively."""
+        """Migrate [start, end). The caller holds the range lock on it: exclusively when
+        needs_backup, else at least shared (writers wait; readers may read the old
+        layout meanwhile, see docs/reshape.md "Reads of the window in flight")."""
         forward = self.plan.direction == FORWARD
         if (start if forward else end) != self.border:
             raise FuseraidError(f"reshape: window [{start}, {end}) does not start at the "
@@ -167,10 +173,13 @@ class Reshape:
             self.backup.write(start, data)
         self.write_window(start, end, data)
 
-    def write_window(self, start: int, end: int, data: bytes) -> None:
+    def write_window(self, start: int, end: int, data: Any) -> None:
         """Write the window in the new geometry, make it durable, move the border."""
         self.hook("write")
-        self.new.write(start, data)
+        writer = getattr(self, "_writer", None)
+        if writer is None:
+            writer = self._writer = RowWriter()
+        writer.write(self.new, start, data)
         self.hook("commit")
         moved = end if self.plan.direction == FORWARD else start
         self._commit(checkpoint.progress(moved, self.failed_devs))
@@ -219,7 +228,9 @@ def run_offline(reshape: Reshape, *, speed_limit: int | None = None) -> None:
     while not reshape.done:
         s, e, b = reshape.next_window()
         reshape.copy_window(s, e, b)
-        time.sleep(pacer.delay(e - s))
+        delay = pacer.delay(e - s)
+        if delay:  # sleep(0) would still give the CPU away on a busy machine
+            time.sleep(delay)
     reshape.finish()
 
 
@@ -283,8 +294,19 @@ async def run_live(
             if pacer.limit != control.speed_limit:
                 pacer = Pacer(control.speed_limit)
             s, e, b = reshape.next_window()
-            async with lock.exclusive(s, e):
-                await trio.to_thread.run_sync(reshape.copy_window, s, e, b)
+            if b:
+                # in place: the window's own old bytes are overwritten, nobody may read
+                async with lock.exclusive(s, e):
+                    await trio.to_thread.run_sync(reshape.copy_window, s, e, b)
+            else:
+                # writers of the window wait; readers go on, from the old layout, which
+                # the safety rule keeps intact until the border has moved past it
+                async with lock.shared(s, e):
+                    await trio.to_thread.run_sync(reshape.copy_window, s, e, b)
+                # barrier: readers that may still be reading the window's old layout
+                # finish before the next window's writes may overwrite it
+                async with lock.exclusive(s, e):
+                    pass
             # let foreground requests queued behind the window go first
             delay = pacer.delay(e - s) if control.speed_limit else 0.0
             if not delay and lock.waiting():
@@ -345,6 +367,7 @@ def begin_reshape(
     offsets = [sb.data_offset_bytes] * old.raid_disks
     plan = plan_reshape(old, offsets, sizes, request, exposed=exposed, floor=data_floor(sb),
                         backup=backup_file is not None, max_window=max_window)
+    stale = _partly_rebuilt(sbset, members, old, plan.instant)
     extra = plan.new.raid_disks - old.raid_disks
     if len(add) > max(0, extra):
         raise FuseraidError(f"{len(add)} member(s) given but raid{plan.new.level} on "
@@ -353,20 +376,27 @@ def begin_reshape(
     # the added members' superblocks: a spare of this array keeps its own (it only gets
     # a role); a new member gets a copy of the newest in a free device slot
     used = {e.sb.dev_number for e in sbset.entries}
-    free = iter(d for d, r in enumerate(sb.dev_roles) if r == MD_DISK_ROLE_SPARE and d not in used)
+    # a spare of this array not in the set (offline: open_members leaves spares out)
+    # keeps its own device slot and uuid: one slot per member, never a phantom spare
+    own = {id(m): _own_spare_slot(sb, m, used) for _, m in add if sbset.entry_for(m) is None}
+    reserved = {o[0] for o in own.values() if o is not None}
+    free = iter(d for d, r in enumerate(sb.dev_roles)
+                if r == MD_DISK_ROLE_SPARE and d not in used and d not in reserved)
     assign: dict[int, int] = {}
     for i, (path, m) in enumerate(add):
         role = old.raid_disks + i
         entry = sbset.entry_for(m)
-        if entry is not None:
+        if entry is not None:  # already in the set (a live array's spare): change it
             assign[entry.sb.dev_number] = role
         else:
-            dev = next(free, None)
+            slot = own.get(id(m))
+            dev, uuid = slot if slot is not None else (next(free, None),
+                                                       secrets.token_bytes(16))
             if dev is None:
                 raise FuseraidError("no free device slot in the superblock for the added "
                                     "members")
             assign[dev] = role
-            nsb = sb.replace(dev_number=dev, device_uuid=secrets.token_bytes(16),
+            nsb = sb.replace(dev_number=dev, device_uuid=uuid,
                              data_size=m.size // 512 - sb.data_offset, recovery_offset=0,
                              feature_map=sb.feature_map & ~MD_FEATURE_RECOVERY_OFFSET)
             sbset.add(Entry(path, m, nsb))
@@ -392,7 +422,52 @@ def begin_reshape(
     sbset.commit(mutate)
     border = 0 if plan.direction == FORWARD else plan.end
     return plan, Reshape(plan, sbset, members, border, backup=backup, hook=hook,
-                         driver_factory=driver_factory)
+                         stale_roles=stale, driver_factory=driver_factory)
+
+
+def _partly_rebuilt(sbset: Any, members: list[Any], old: Any, instant: bool) -> list[int]:
+    """Roles whose member carries md's recovery-offset flag (a rebuild that did not
+    finish): their bytes beyond the recovery offset are not data. A migrating reshape
+    reads them as missing in the old geometry (and rewrites them in the new one, whose
+    finish clears the flag); refused when the old geometry cannot do without them, or
+    for an instant change (which would declare them in sync)."""
+    from fuseraid.engine.tolerance import describe_missing, survives
+
+    stale = []
+    for r, m in enumerate(members):
+        entry = sbset.entry_for(m) if m is not None else None
+        if entry is not None and entry.sb.feature_map & MD_FEATURE_RECOVERY_OFFSET:
+            stale.append(r)
+    if not stale:
+        return []
+    which = describe_missing(stale)
+    if instant:
+        raise FuseraidError(f"role {which} is only partly rebuilt: assemble the array and "
+                            "let the rebuild finish before this change")
+    missing = sorted({r for r, m in enumerate(members) if m is None} | set(stale))
+    if not survives(old, missing):
+        raise FuseraidError(f"role {which} is only partly rebuilt and raid{old.level} cannot "
+                            f"do without roles {describe_missing(missing)}: let the rebuild "
+                            "finish first")
+    log.info("reshape: role %s is only partly rebuilt: read as missing", which)
+    return stale
+
+
+def _own_spare_slot(sb: Any, member: Any, used: set[int]) -> tuple[int, bytes] | None:
+    """(dev_number, device_uuid) of `member` if its own superblock says it is a spare of
+    this array in a slot nobody else uses, else None."""
+    from fuseraid.superblock.codec import SB_BLOCK, SB_OFFSET, Superblock
+
+    try:
+        own = Superblock.decode(member.pread(SB_OFFSET, SB_BLOCK), "member",
+                                member_size=member.size)
+    except (FuseraidError, OSError):
+        return None  # blank or foreign: a new member
+    d = own.dev_number
+    if (own.set_uuid != sb.set_uuid or d in used or d >= len(sb.dev_roles)
+            or sb.dev_roles[d] != MD_DISK_ROLE_SPARE):
+        return None
+    return d, own.device_uuid
 
 
 def rebuild_offline(sbset: Any, members_by_role: Sequence[Any], plan: Plan) -> None:

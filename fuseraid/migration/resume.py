@@ -6,7 +6,8 @@ member opener `open_members` used by `fuseraid grow --members` and the tests."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +16,17 @@ from fuseraid.errors import AssemblyError
 from fuseraid.member.device import Member
 from fuseraid.migration import checkpoint
 from fuseraid.migration.backup import BackupFile, reshape_id
+from fuseraid.migration.mdbackup import (
+    is_md_backup,
+    read_md_backup,
+    restore_md_backup,
+    restore_needed,
+)
 from fuseraid.migration.migrator import Hook, Reshape, _no_hook
 from fuseraid.migration.plan import FORWARD, MAX_WINDOW, Plan, reshape_unit
 from fuseraid.superblock.codec import (
     MD_DISK_ROLE_MAX,
+    MD_FEATURE_NEW_OFFSET,
     MD_FEATURE_RECOVERY_OFFSET,
     SB_BLOCK,
     SB_OFFSET,
@@ -114,13 +122,21 @@ def resume_reshape(
     Its `volume` (a Border) serves the array; a backup record for the window at the
     durable border is replayed first. Raises AssemblyError (one line) when the state
     cannot be continued safely (e.g. an in-place window without its backup file).
-    backup_file defaults to $FUSERAID_BACKUP_FILE (the assembler passes none yet).
-    The assembler calls this as open_reshaping(sbset, members_by_role)."""
+    backup_file defaults to $FUSERAID_BACKUP_FILE (the mount option backup_file= and
+    `grow --members --backup-file` pass it explicitly)."""
     sb = sbset.newest
     if not sb.reshape_active:
         raise AssemblyError("no reshape in progress")
-    if backup_file is None:  # the mount path has no option for it yet
+    if backup_file is None:  # the old way, kept for scripts that set it
         backup_file = os.environ.get("FUSERAID_BACKUP_FILE") or None
+    # An in-place reshape md left half done: replay mdadm's backup first (its Grow_restart).
+    if (backup_file is not None and not sb.feature_map & MD_FEATURE_NEW_OFFSET
+            and is_md_backup(backup_file)):
+        if not readonly:
+            restore_md_backup(backup_file, sbset, members_by_role)
+            sb = sbset.newest
+        elif restore_needed(read_md_backup(backup_file), sb) is not None:
+            raise AssemblyError("md's backup file must be replayed: assemble read-write once")
     plan = plan_from_superblock(sb, max_window)
     for e in sbset.entries:
         if e.sb.data_offset != sb.data_offset or e.sb.new_data_offset != sb.new_data_offset:
@@ -158,4 +174,44 @@ def resume_reshape(
     return reshape
 
 
-open_reshaping = resume_reshape  # the name the assembler looks up
+open_reshaping = resume_reshape
+
+
+def reshape_opener(backup_file: str | os.PathLike[str] | None = None) -> Any:
+    """The engine's `reshape_opener` (engine/assemble.py ReshapeOpener): opens the
+    members offline, rebuilds the Reshape (replaying its backup record unless read-only)
+    and hands (superblock set, opened members, Reshape) to the assembler."""
+
+    def opener(paths: Sequence[str], *, readonly: bool = False) -> tuple[Any, list[Any], Any]:
+        members = open_members(paths, readonly=readonly)
+        try:
+            reshape = resume_reshape(members.sbset, members.by_role, readonly=readonly,
+                                     backup_file=backup_file)
+        except BaseException:
+            members.close()
+            raise
+        return members.sbset, list(members.opened), reshape
+
+    return opener
+
+
+async def assemble(paths: Sequence[str], *, readonly: bool = False, force: bool = False,
+                   backup_file: str | os.PathLike[str] | None = None) -> Any:
+    """engine.assemble.assemble that also resumes a reshape in progress (the migration
+    layer's entry point; backup_file: the in-place reshape's backup file)."""
+    from fuseraid.engine.assemble import assemble as engine_assemble
+
+    return await engine_assemble(paths, readonly=readonly, force=force,
+                                 reshape_opener=reshape_opener(backup_file))
+
+
+@asynccontextmanager
+async def open_array(paths: Sequence[str], *, readonly: bool = False, force: bool = False,
+                     backup_file: str | os.PathLike[str] | None = None) -> AsyncIterator[Any]:
+    """engine.assemble.open_array that also resumes a reshape in progress: what the
+    front daemon, the CLI and the tests use wherever a reshape may be in progress."""
+    from fuseraid.engine.assemble import open_array as engine_open_array
+
+    async with engine_open_array(paths, readonly=readonly, force=force,
+                                 reshape_opener=reshape_opener(backup_file)) as array:
+        yield array

@@ -255,8 +255,22 @@ class Superblock:
 
     def _check_shape(self, name: str) -> None:
         lv = self.level
-        if lv in _MIN_DISKS and not _MIN_DISKS[lv] <= self.raid_disks <= MAX_DEVS:
-            raise _bad(name, f"raid_disks {self.raid_disks} is impossible for raid{lv}")
+        reshaping = bool(self.feature_map & MD_FEATURE_RESHAPE_ACTIVE)
+        # While a reshape is recorded, level (and the disks before it, raid_disks -
+        # delta_disks) describe the old geometry and raid_disks the new one, whose level
+        # is new_level: e.g. raid6 on 5 -> raid5 on 3 records level 6 with raid_disks 3.
+        # Each count is checked against its own level (md has no stricter check).
+        new_lv = self.new_level if reshaping else lv
+        if new_lv in _MIN_DISKS and not _MIN_DISKS[new_lv] <= self.raid_disks <= MAX_DEVS:
+            raise _bad(name, f"raid_disks {self.raid_disks} is impossible for raid{new_lv}")
+        if reshaping:
+            old = self.raid_disks - self.delta_disks
+            if not 1 <= old <= MAX_DEVS:
+                raise _bad(name, f"delta_disks {self.delta_disks} with raid_disks "
+                           f"{self.raid_disks} leaves {old} disks before the reshape")
+            if lv in _MIN_DISKS and old < _MIN_DISKS[lv]:
+                raise _bad(name, f"delta_disks {self.delta_disks} with raid_disks "
+                           f"{self.raid_disks} leaves {old} disks, too few for raid{lv}")
         if lv < 0 and not 1 <= self.raid_disks <= MAX_DEVS:
             raise _bad(name, f"raid_disks {self.raid_disks} is impossible")
         if lv in (0, 4, 5, 6, 10) and self.chunksize == 0:
@@ -268,10 +282,6 @@ class Superblock:
             if self.new_level not in KNOWN_LEVELS:
                 raise _bad(name, f"new_level {self.new_level} is not an md RAID level")
             self._check_layout(name, self.new_level, self.new_layout, "new_layout")
-            old = self.raid_disks - self.delta_disks
-            if not 1 <= old <= MAX_DEVS:
-                raise _bad(name, f"delta_disks {self.delta_disks} with raid_disks "
-                           f"{self.raid_disks} leaves {old} disks before the reshape")
             if self.new_level in (0, 4, 5, 6, 10) and self.new_chunk == 0:
                 raise _bad(name, f"new_chunk 0 for raid{self.new_level}")
 

@@ -324,11 +324,12 @@ poweroff -f
 
 # mdadm 4.2 crashes in its fork fallback when it wants to continue a reshape without
 # systemd (fixed in 4.3); this stand-in makes "systemctl start mdadm-grow-continue@X"
-# run the continuation in the background the way the systemd unit would.
+# (and "restart ...", which mdadm 4.2's --grow uses) run the continuation in the
+# background the way the systemd unit would.
 SYSTEMCTL = r"""#!/bin/sh
 echo "systemctl $*" >> /run/systemctl.log
 case "$1 $2" in
-"start mdadm-grow-continue@"*)
+"start mdadm-grow-continue@"*|"restart mdadm-grow-continue@"*)
     dev=${2#mdadm-grow-continue@}; dev=${dev%.service}
     mdadm --grow --continue "/dev/$dev" > /dev/null 2>&1 < /dev/null &
     exit 0 ;;
