@@ -237,7 +237,7 @@ def superblocks(draw) -> Superblock:
             st.integers(-(2**31), 2**31 - 1)),
         new_layout=draw(st.sampled_from(_LAYOUTS[level])) if reshape else draw(u32) - 2**31,
         new_chunk=2 ** draw(st.integers(3, 16)) if reshape else draw(u32),
-        new_offset=draw(st.integers(sb_end - data_offset, 2**31 - 1)),
+        new_offset=draw(st.integers(max(sb_end - data_offset, -(2**31)), 2**31 - 1)),
         bitmap_offset=draw(st.integers(-(2**31), 2**31 - 1)),
         data_offset=data_offset,
         data_size=data_size,
