@@ -5,18 +5,13 @@ load: while a writer keeps writing and verifying its own files on the ext4, the 
 3 disks becomes a RAID6 on 5 (`fuseraid grow --level 6 --raid-devices 5 --add ...`),
 with its progress shown; at the end every file is checked, `fuseraid check` must find 0
 mismatches and fsck.ext4 -n must be clean. Everything is torn down at the end (always,
-also on error or Ctrl-C).
-
-Other layers may add steps without editing this file: a module listed in EXTRA_STEPS
-that defines `steps(demo: Demo) -> list[tuple[str, Callable[[], None]]]` has its steps
-run after the built-in ones, while everything is mounted."""
+also on error or Ctrl-C)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import hashlib
-import importlib
 import json
 import os
 import random
@@ -31,8 +26,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fuseraid.errors import FuseraidError
-
-EXTRA_STEPS: tuple[str, ...] = ()
 
 
 class DemoError(FuseraidError):
@@ -334,19 +327,6 @@ def _percent(status: str) -> float | None:
     return None
 
 
-def extra_steps(d: Demo) -> list[tuple[str, Callable[[], None]]]:
-    out: list[tuple[str, Callable[[], None]]] = []
-    for name in EXTRA_STEPS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        out += mod.steps(d)
-    return out
-
-
 @contextlib.contextmanager
 def workdir(keep: bool, base: str | None) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="fuseraid-demo-", dir=base))
@@ -367,7 +347,7 @@ def run_demo(disk_mib: int, disks: int, files: int, keep: bool, base: str | None
     with workdir(keep, base) as wd:
         d = Demo(wd, disk_mib, disks, files)
         try:
-            steps = basic_steps(d) + (migration_steps(d) if migrate else []) + extra_steps(d)
+            steps = basic_steps(d) + (migration_steps(d) if migrate else [])
             for text, step in steps:
                 d.say(text)
                 step()

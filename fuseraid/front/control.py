@@ -7,7 +7,7 @@ Reply:    {"ok": true, "result": ...}  or  {"ok": false, "error": "one line"}
 Only the mount's owner or root may connect (checked with SO_PEERCRED). Handlers live in a
 registry (register(op, handler)). Layers below the front must not import it, so they
 expose a plain mapping instead, and the daemon registers it before it serves
-(load_plugins): a module in PLUGINS such as fuseraid/migration/control.py defines
+(load_plugins): fuseraid/migration/control.py defines
 
     async def grow(ctx, args: dict) -> dict: ...   # ctx: a control.Context
     HANDLERS = {"grow": grow, ...}
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -33,9 +32,6 @@ import trio
 from fuseraid.errors import FuseraidError
 
 log = logging.getLogger("fuseraid.control")
-
-# Modules imported by the daemon so they can register() their requests.
-PLUGINS = ("fuseraid.migration.control",)
 
 MAX_LINE = 1 << 20
 SYSTEM_DIR = "/run/fuseraid"
@@ -74,17 +70,13 @@ def handlers() -> dict[str, Handler]:
 
 
 def load_plugins() -> None:
-    """Register the requests of the layers below the front: each module in PLUGINS
-    exposes HANDLERS, a plain mapping op -> handler (it never imports the front)."""
-    for name in PLUGINS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        for op, handler in getattr(mod, "HANDLERS", {}).items():
-            register(op, handler)
+    """Register the requests of the layers below the front (grow, pause, resume,
+    reshape); they expose HANDLERS, a plain mapping op -> handler, and never import
+    the front."""
+    from fuseraid.migration.control import HANDLERS
+
+    for op, handler in HANDLERS.items():
+        register(op, handler)
 
 
 # ---- where the socket lives -------------------------------------------------------
