@@ -247,6 +247,15 @@ def main() -> None:
         cells = [f"{v:.0f} MiB/s" if bs == "1M" else f"{v / 1000:.1f}k IOPS"
                  for v, (_, _, bs, _) in zip(vals, JOBS, strict=True)]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    bare = results.get("bare pyfuse3 (memory)")
+    if bare:  # the targets of issue "Device": >= 0.7x the bare pyfuse3 image
+        print()
+        print("| vs bare pyfuse3 | " + " | ".join(j[0] for j in JOBS) + " |")
+        print("|" + "---|" * (len(JOBS) + 1))
+        for name, vals in results.items():
+            if name != "bare pyfuse3 (memory)":
+                cells = [f"{v / b:.2f}x" if b else "-" for v, b in zip(vals, bare, strict=True)]
+                print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def cache_compare(work: Path, args: argparse.Namespace) -> None:

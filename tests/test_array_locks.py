@@ -171,3 +171,26 @@ async def test_random_workload_never_grants_conflicts(seed: int):
         for _ in range(8):
             n.start_soon(worker)
     assert completed == 240 and lock.held() == [] and lock.waiting() == 0
+
+
+async def test_try_acquire_grants_only_what_acquire_would_grant_at_once():
+    lock = IntervalLock()
+    a = lock.try_acquire(0, 100, exclusive=False)
+    assert a is not None
+    assert lock.try_acquire(50, 60, exclusive=False) is not None  # readers share
+    assert lock.try_acquire(90, 120, exclusive=True) is None  # overlaps a reader
+    assert lock.try_acquire(100, 200, exclusive=True) is not None  # disjoint
+
+    # a queued writer keeps later readers of its range out (FIFO), as acquire() does
+    async def writer(task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        req = await lock.acquire(0, 10, exclusive=True)
+        lock.release(req)
+
+    async with trio.open_nursery() as n:
+        await n.start(writer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert lock.waiting() == 1
+        assert lock.try_acquire(5, 6, exclusive=False) is None
+        lock.release(a)  # the writer runs once the readers of [0, 10) are gone
+    assert lock.waiting() == 0

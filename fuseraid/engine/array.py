@@ -35,6 +35,7 @@ from fuseraid.engine.locks import WHOLE, IntervalLock
 from fuseraid.engine.recovery import RecoveringVolume
 from fuseraid.engine.state import Entry, SuperblockSet
 from fuseraid.engine.tolerance import describe_missing, survives
+from fuseraid.engine.workers import WorkerPool
 from fuseraid.errors import FuseraidError, MemberIOError
 from fuseraid.layout import Geometry, layout_name
 from fuseraid.member.device import Member
@@ -55,6 +56,14 @@ log = logging.getLogger("fuseraid.engine")
 BATCH_BYTES = 4 << 20
 # Rebuild checkpoints (recovery_offset) at most this often (seconds).
 CHECKPOINT_SECONDS = 5.0
+# Worker threads per array for requests (workers.py). The hops are batched, so more
+# threads only help requests whose copies release the GIL (large ones) run side by side.
+IO_THREADS = 2
+# Requests from this many bytes on hop with trio.to_thread.run_sync (see _hop).
+LARGE_REQUEST = 64 << 10
+# FUSERAID_REQUEST_POOL=0: no worker pool, every hop is trio.to_thread.run_sync (the
+# previous dispatch; kept for A/B measurements, docs/PERFORMANCE.md).
+REQUEST_POOL = os.environ.get("FUSERAID_REQUEST_POOL", "1") != "0"
 
 
 @dataclass(eq=False)
@@ -187,6 +196,10 @@ class Array:
         self.mismatch_cnt: int | None = None
         # members the array holds open but serves no role of (mid-reshape extra roles)
         self.extra_members: list[Member] = []
+        # Request hops (read/write/flush): the array's own worker threads while start()'s
+        # nursery runs; trio.to_thread.run_sync otherwise (see _hop).
+        self.workers: WorkerPool | None = None
+        self._workers_scope: trio.CancelScope | None = None
 
     # ---- the volume ----
     @property
@@ -299,7 +312,7 @@ class Array:
         vol = self.volume
         gen = self._fail_gen
         try:
-            await trio.to_thread.run_sync(vol.flush)
+            await self._hop(vol.flush)
         except (FuseraidError, OSError) as exc:
             if self._dead or self._fail_gen == gen:
                 raise _eio(f"flush failed: {exc}") from exc
@@ -310,7 +323,9 @@ class Array:
         for _ in range(self.geometry.raid_disks + 1):
             vol = self.volume
             start, end = vol.lock_span(off, n)
-            req = await self.lock.acquire(start, end, exclusive=write)
+            req = self._lock_now(start, end, write)
+            if req is None:
+                req = await self.lock.acquire(start, end, exclusive=write)
             try:
                 if self.volume is not vol:
                     continue  # swapped while we waited: the span may differ
@@ -319,10 +334,10 @@ class Array:
                 gen = self._fail_gen
                 try:
                     if write and vol is self._driver and self._resync_pending_parity():
-                        return await trio.to_thread.run_sync(self._write_resync, off, data)
+                        return await self._hop(self._write_resync, off, data, cost=n)
                     if write:
-                        return await trio.to_thread.run_sync(vol.write, off, data)
-                    return await trio.to_thread.run_sync(vol.read, off, n)
+                        return await self._hop(vol.write, off, data, cost=n)
+                    return await self._hop(vol.read, off, n, cost=n)
                 except (FuseraidError, OSError) as exc:
                     if self._dead:
                         raise _eio(self._dead) from exc
@@ -333,6 +348,55 @@ class Array:
                 self.lock.release(req)
                 self._after_request()
         raise _eio(f"request at {off} of {n} bytes kept failing")
+
+    def _lock_now(self, start: int, end: int, exclusive: bool) -> Any:
+        """The interval lock's uncontended case without a trio round trip: grant now if
+        acquire() would grant at once (nothing held or waiting conflicts, the same FIFO
+        rule), else None. acquire() adds a checkpoint there; a request does not need it,
+        because its hop right after is a checkpoint (and releases the lock when it is
+        cancelled before the job started). Saves one scheduler pass per request."""
+        return self.lock.try_acquire(start, end, exclusive=exclusive)
+
+    async def _hop(self, fn: Callable[..., Any], *args: Any, cost: int = 0) -> Any:
+        """THE thread hop of a request: fn(*args) (a whole request) in a worker thread.
+        Small requests go to the array's WorkerPool (batched hand-over, workers.py);
+        large ones (>= LARGE_REQUEST bytes) and any hop while no pool runs use
+        trio.to_thread.run_sync (measured faster for 1 MiB requests, where the ~100 us
+        hop is small next to the copy). Either way, once a worker has started the
+        request it runs to the end and we wait for it even when cancelled (a write is
+        never half-applied behind the caller's back, and the interval lock stays held
+        until the member I/O is over); a pool job still queued is withdrawn on
+        cancellation and never runs."""
+        pool = self.workers
+        if cost < LARGE_REQUEST and pool is not None and pool.running:
+            return await pool.run(fn, *args, cost=cost)
+        return await trio.to_thread.run_sync(fn, *args)
+
+    async def _own_workers(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The owner of the request worker threads: they live exactly as long as this
+        task (the nursery given to start()), and close()/abandon() stop them earlier."""
+        pool = WorkerPool(IO_THREADS, name="fuseraid-io")
+        pool.start()
+        self.workers = pool
+        try:
+            with trio.CancelScope() as self._workers_scope:
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            await self._stop_workers()
+
+    async def _stop_workers(self) -> None:
+        """Stop and join the request threads (jobs queued before still run; later hops
+        use to_thread) and end their owner task."""
+        pool = self.workers
+        if self._workers_scope is not None:
+            self._workers_scope.cancel()
+        if pool is None:
+            return
+        pool.stop()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(pool.join)
+        log.debug("request threads: %d jobs in %d batches", pool.jobs, pool.batches)
 
     def _resync_pending_parity(self) -> bool:
         """Writes must also resync the rows they touch: a parity level not yet resynced,
@@ -725,6 +789,8 @@ class Array:
     async def start(self, nursery: trio.Nursery) -> None:
         """Mark the array active and run its background work in `nursery`."""
         self._nursery = nursery
+        if self.workers is None and not self._closing and REQUEST_POOL:
+            await nursery.start(self._own_workers)
         if not self.readonly:
             await self._mark_active()
         if self.reshape is not None and not self.readonly:
@@ -732,11 +798,10 @@ class Array:
         self._kick()
 
     async def _run_reshape(self) -> None:
-        """Continue the reshape the superblocks record (fuseraid.migration)."""
-        from fuseraid.migration import migrator
-
+        """Continue the reshape the superblocks record; the reshape object (from the
+        migration layer's opener) brings its own runner."""
         reshape = self.reshape
-        self.reshape_control = control = migrator.Control()
+        self.reshape_control = control = reshape.new_control()
         new = reshape.plan.new
 
         def finished(volume: Any) -> None:
@@ -744,7 +809,7 @@ class Array:
             self.reshape = None
 
         try:
-            await migrator.run_live(reshape, self.lock, control, finished)
+            await reshape.run_live(self.lock, control, finished)
         except FuseraidError as exc:
             log.warning("reshape stopped: %s", exc)
         self._kick()
@@ -1026,6 +1091,7 @@ class Array:
         with trio.CancelScope(shield=True):
             self.stop_background()
             await self.wait_idle()
+            await self._stop_workers()
             self._closed = True
             try:
                 if not self.readonly:
@@ -1048,6 +1114,11 @@ class Array:
         """Close the members without writing anything: what a crash leaves (tests)."""
         self._closing = self._closed = True
         self.stop_background()
+        if self._workers_scope is not None:
+            self._workers_scope.cancel()
+        if self.workers is not None:
+            self.workers.stop()
+            self.workers.join()
         self._close_members()
 
     def _close_members(self) -> None:

@@ -65,6 +65,17 @@ class IntervalLock:
             raise
         return req
 
+    def try_acquire(self, start: int, end: int, *, exclusive: bool) -> _Request | None:
+        """Grant [start, end) now if acquire() would grant it at once (same FIFO rule),
+        else None. No checkpoint: for callers whose next step is one anyway."""
+        if end < start:
+            raise ValueError(f"bad lock range [{start}, {end})")
+        req = _Request(start, end, exclusive)
+        if self._grantable(req, self._waiting):
+            self._grant(req)
+            return req
+        return None
+
     def release(self, req: _Request) -> None:
         self._held.remove(req)
         req.granted = False
