@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from fuseraid.errors import FuseraidError, MemberIOError
+from fuseraid.layout import make_layout
 
 T = TypeVar("T")
 
@@ -64,8 +65,6 @@ class Driver:
     """
 
     level: int
-    # how many missing roles the level survives (raid10 refines this per block)
-    max_missing: int = 0
 
     def __init__(
         self,
@@ -78,6 +77,8 @@ class Driver:
                 f"raid{geometry.level}: {len(slots)} slots given for {geometry.raid_disks} roles"
             )
         self.geometry = geometry
+        self.layout = make_layout(geometry)
+        self.level = geometry.level
         self.slots: list[Slot | None] = slots if isinstance(slots, list) else list(slots)
         self.on_member_error: OnMemberError = on_member_error or reraise
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from fuseraid.errors import MemberIOError
-from fuseraid.layout import make_layout
 
 from .base import Driver, OnMemberError, Slot
 
@@ -29,8 +28,6 @@ class ExtentDriver(Driver):
         on_member_error: OnMemberError | None = None,
     ) -> None:
         super().__init__(geometry, slots, on_member_error)
-        self.layout = make_layout(geometry)
-        self.level = geometry.level
         self.size = self.layout.array_size
         self.row_bytes = self._row_bytes()
         self.rows = -(-self.size // self.row_bytes) if self.size else 0

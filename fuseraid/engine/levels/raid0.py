@@ -10,8 +10,6 @@ from .extents import ExtentDriver
 class Raid0Driver(ExtentDriver):
     """md raid0 (zones come from the layout). No redundancy: nothing to scrub or rebuild."""
 
-    max_missing = 0
-
     def _row_bytes(self) -> int:
         return self.geometry.chunk * self.geometry.raid_disks
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from fuseraid.errors import FuseraidError, MemberIOError
-from fuseraid.layout import make_layout
 from fuseraid.parity import gen_pq, rec_data_data, rec_data_q, xor_into
 
 from .base import PAGE, PAGE_SECTORS, Driver, OnMemberError, Slot
@@ -35,8 +34,6 @@ class Raid456Driver(Driver):
         on_member_error: OnMemberError | None = None,
     ) -> None:
         super().__init__(geometry, slots, on_member_error)
-        self.layout = make_layout(geometry)
-        self.level = geometry.level
         self.chunk: int = geometry.chunk
         self.data_disks: int = geometry.data_disks
         self.max_missing = 2 if geometry.level == 6 else 1
