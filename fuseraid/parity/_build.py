@@ -23,7 +23,10 @@ ffibuilder.set_source(
     '#include "parity.h"',
     sources=[f"csrc/{name}" for name in SOURCES],
     include_dirs=["csrc"],
-    depends=[f"csrc/{name}" for name in ("parity.h", "parity_impl.h")],
+    depends=[
+        f"csrc/{name}"
+        for name in ("parity.h", "parity_impl.h", "parity_vec_tmpl.h", "parity_avx512.h")
+    ],
     # No -march: ISA-specific code is opted into per function and dispatched at runtime.
     extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra"],
 )
