@@ -129,6 +129,21 @@ class Demo:
         self.sh("mount", self.loopdev, self.fsdir)
         self.stack.callback(_unmount, self.fsdir)
 
+    def remount_and_verify(self, fsck_said: str, done_said: str) -> None:
+        """Drop every cache on the way: unmount the ext4, detach the loop device, fsck,
+        then attach, mount and check every file again."""
+        _unmount(self.fsdir)
+        self.sh("losetup", "-d", self.loopdev)
+        self._detach_loop(self.loopdev)
+        fsck = self.sh("fsck.ext4", "-n", "-f", self.image, check=False)
+        if fsck.returncode != 0:
+            raise DemoError(f"fsck.ext4 -n found problems: {fsck.stdout.strip()[-200:]}")
+        self.say(f"    fsck.ext4 -n: {fsck_said}")
+        self.attach_loop()
+        self.mount_fs()
+        self.verify_files()
+        self.say(f"    all checksums match {done_said}")
+
 
 def _unmount(path: Path) -> None:
     for _ in range(100):
@@ -180,18 +195,7 @@ def basic_steps(d: Demo) -> list[tuple[str, Callable[[], None]]]:
         d.say(f"    {len(d.checksums)} files, {total >> 20} MiB, all checksums match")
 
     def remount() -> None:
-        # Drop every cache on the way: unmount the ext4, detach, and read back fresh.
-        _unmount(d.fsdir)
-        d.sh("losetup", "-d", d.loopdev)
-        d._detach_loop(d.loopdev)
-        fsck = d.sh("fsck.ext4", "-n", "-f", d.image, check=False)
-        if fsck.returncode != 0:
-            raise DemoError(f"fsck.ext4 -n found problems: {fsck.stdout.strip()[-200:]}")
-        d.say("    fsck.ext4 -n: clean")
-        d.attach_loop()
-        d.mount_fs()
-        d.verify_files()
-        d.say("    all checksums match after remount")
+        d.remount_and_verify("clean", "after remount")
 
     return [
         (f"making {d.disks} member files of {d.disk_mib} MiB in {d.workdir}", members),
@@ -291,17 +295,7 @@ def migration_steps(d: Demo) -> list[tuple[str, Callable[[], None]]]:
             raise DemoError(f"fuseraid check: {out}")
 
     def remount() -> None:
-        _unmount(d.fsdir)
-        d.sh("losetup", "-d", d.loopdev)
-        d._detach_loop(d.loopdev)
-        fsck = d.sh("fsck.ext4", "-n", "-f", d.image, check=False)
-        if fsck.returncode != 0:
-            raise DemoError(f"fsck.ext4 -n found problems: {fsck.stdout.strip()[-200:]}")
-        d.say("    fsck.ext4 -n: clean after the migration")
-        d.attach_loop()
-        d.mount_fs()
-        d.verify_files()
-        d.say("    all checksums match after the migration and a remount")
+        d.remount_and_verify("clean after the migration", "after the migration and a remount")
 
     n = d.disks + 2
     return [
