@@ -1,35 +1,44 @@
-"""4 KiB random read IOPS through the mounted image, idle vs during a live reshape.
+"""A live reshape inside the mounted daemon: its speed next to the physical limit, and
+4 KiB random read IOPS through the image before and during it.
 
 For each case a fresh raid5 of 4 member files in /dev/shm is created
-(`fuseraid create --assume-clean`), mounted (`fuseraid mount`), its image filled once
-with dd, then:
+(`fuseraid create --assume-clean`, chunk 512K), mounted (`fuseraid mount`, the detached
+daemon), its image filled once with dd, then:
 
-- idle: fio 4 KiB randread, libaio, direct=1, iodepth 16, --seconds long;
-- during: `fuseraid grow MNT ...` is started, fio (the same job, time based with a
-  generous cap) runs at once, `fuseraid status --json MNT` is polled every 50 ms and
-  fio is stopped with SIGINT (it then reports what it did so far) as soon as the status
-  no longer shows a reshape; so fio runs only while the reshape does;
-- migration MiB/s = the reshape's total_bytes (from the status: the span of array
-  addresses the reshape walks, the larger of old and new array size) / the seconds from
-  starting `fuseraid grow` to the status showing it finished (poll granularity 50 ms);
-  also printed over the old array size (the content moved, as bench_reshape.py counts).
+- fio 4 KiB randread, libaio, direct=1, iodepth 16 on MNT/image runs the whole time,
+  logging its IOPS every 100 ms with Unix time stamps;
+- after --seconds of that, the grow is sent over the mount's control socket (what
+  `fuseraid grow MNT ... --add M4` sends), and the status is polled over the same
+  socket every 20 ms until no reshape is left (no `fuseraid` processes are started
+  meanwhile: each costs ~0.2 s of CPU on this 2-core machine); then fio is stopped;
+- idle IOPS = fio's samples of the --seconds before the grow (the first second
+  skipped: fio's start), during = its samples between the grow and the end of the
+  reshape; ratio = during / idle;
+- migration MiB/s = the array's content bytes before the grow (the old size: what
+  moves) / seconds from the grow request to the status showing it finished; also over
+  the status's total_bytes (the span the reshape walks: the new size when growing);
+- physical limit, after unmounting, on the same page-cached member files: `dd`
+  reading every old member's old data area and `dd` writing every new member's new
+  data area (conv=fsync), bs=1M, as benchmarks/bench_reshape.py does; dd MiB/s is over
+  the same content bytes; copy ratio = migration MiB/s / dd MiB/s.
 
-Cases: "grow" = raid5 4 -> 5 disks, "raid6" = raid5 4 disks -> raid6 5 disks. Ratios
-are within one run (during / idle of the same array, a few seconds apart); each case is
-repeated --repeat times and the medians are printed. Needs root (FUSE) and fio.
+With --no-fio the same runs without fio (the migration alone; IOPS columns empty).
+Cases: "grow" = raid5 4 -> 5 disks, "raid6" = raid5 4 disks -> raid6 5 disks. Each case
+is repeated --repeat times, interleaved; medians (and the spread) are printed last.
+Needs root (FUSE) and fio.
 
     sudo .venv/bin/python benchmarks/bench_reshape_fuse.py [--member-mib 1024]
-        [--seconds 3] [--repeat 3] [--case grow|raid6|all] [--dir /dev/shm]
+        [--seconds 3] [--repeat 3] [--case grow|raid6|all] [--dir /dev/shm] [--no-fio]
+        [--tree DIR]    # the daemon from another copy of the tree (before/after runs)
 
-Everything it creates (member files, mount, daemon, fio and grow processes) is removed
-on the way out, also on error or Ctrl-C.
+Everything it creates (member files, mount, daemon, fio) is removed on the way out,
+also on error or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -43,35 +52,51 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fuseraid.front.control import find_socket, request_socket  # noqa: E402
+from fuseraid.superblock.codec import read_superblock  # noqa: E402
+
 FUSERAID = [sys.executable, "-m", "fuseraid.cli.main"]
 MIB = 1 << 20
 CASES = {
-    "grow": ("raid5 4 -> 5 disks", ["--raid-devices", "5"]),
-    "raid6": ("raid5 4 -> raid6 5 disks", ["--level", "6", "--raid-devices", "5"]),
+    "grow": ("raid5 4 -> 5 disks", {"raid_disks": 5}),
+    "raid6": ("raid5 4 -> raid6 5 disks", {"level": 6, "raid_disks": 5}),
 }
 
 
+TREE = ROOT  # where `python -m fuseraid.cli.main` imports fuseraid from (--tree)
+
+
 def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, **kw)
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=TREE, **kw)
 
 
-def fio_cmd(image: Path, seconds: float) -> list[str]:
+def fio_cmd(image: Path, seconds: float, log: Path) -> list[str]:
     return [
         "fio", "--name=rr", f"--filename={image}", "--rw=randread", "--bs=4k",
         "--iodepth=16", "--ioengine=libaio", "--direct=1", f"--runtime={seconds}",
         "--time_based", "--output-format=json", "--randrepeat=0",
+        f"--write_iops_log={log}", "--log_avg_msec=100", "--log_unix_epoch=1",
     ]  # fmt: skip
 
 
-def fio_iops(out: str) -> tuple[float, float]:
-    """(IOPS, seconds fio ran) from fio's JSON output (which may be preceded by a
-    'terminating on signal' line)."""
-    job = json.loads(out[out.index("{"):])["jobs"][0]
-    return job["read"]["iops"], job["read"]["runtime"] / 1000
+def iops_samples(log: Path) -> list[tuple[float, float]]:
+    """(unix seconds at the end of the 100 ms interval, IOPS in it) from fio's log."""
+    out = []
+    for f in sorted(log.parent.glob(log.name + "_iops*.log")):
+        for line in f.read_text().splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) >= 2 and parts[0].isdigit():
+                out.append((int(parts[0]) / 1000, float(parts[1])))
+    return sorted(out)
 
 
-def status(mnt: Path) -> dict[str, Any]:
-    return json.loads(run([*FUSERAID, "status", "--json", str(mnt)]).stdout)
+def mean_between(samples: list[tuple[float, float]], a: float, b: float) -> float:
+    vals = [v for t, v in samples if a < t <= b]
+    if not vals:
+        raise RuntimeError(f"no fio samples between {a:.2f} and {b:.2f}")
+    return statistics.fmean(vals)
 
 
 def mounted(mnt: Path) -> bool:
@@ -119,91 +144,141 @@ def stop(p: subprocess.Popen[str] | None) -> None:
             pass
 
 
+class Mount:
+    """A mounted raid5 over 4 fresh member files (a 5th, blank, to add)."""
+
+    def __init__(self, work: Path, member_mib: int) -> None:
+        self.work = work
+        self.members = [work / f"m{i}.img" for i in range(5)]
+        self.mnt = work / "mnt"
+        self.member_mib = member_mib
+        self.pid: int | None = None
+        self.sock = ""
+        self.log = work / "daemon.log"
+
+    def reshape_line(self) -> str:
+        """The daemon's log line summing up the pass (windows, batches)."""
+        lines = [ln for ln in self.log.read_text().splitlines() if "reshape: " in ln]
+        return lines[-1].split("reshape: ", 1)[1] if lines else "?"
+
+    def status(self) -> dict[str, Any]:
+        return request_socket(self.sock, "status")
+
+    def unmount(self) -> None:
+        unmount(self.mnt, self.pid)
+        self.pid = None
+
+
 @contextlib.contextmanager
-def array(work: Path, member_mib: int) -> Iterator[tuple[Path, Path]]:
-    """A mounted raid5 over 4 fresh member files; yields (mountpoint, spare file)."""
+def array(work: Path, member_mib: int) -> Iterator[Mount]:
+    m = Mount(work, member_mib)
     work.mkdir(parents=True)
-    members = [work / f"m{i}.img" for i in range(5)]
-    mnt = work / "mnt"
-    pid = None
     try:
-        for m in members:
-            with open(m, "wb") as f:
+        for p in m.members:
+            with open(p, "wb") as f:
                 f.truncate(member_mib * MIB)
-        mnt.mkdir()
+        m.mnt.mkdir()
         run([*FUSERAID, "create", "--level", "5", "--raid-devices", "4", "--assume-clean",
-             *map(str, members[:4])])
-        run([*FUSERAID, "mount", *map(str, members[:4]), str(mnt)])
-        pid = status(mnt)["pid"]
+             *map(str, m.members[:4])])
+        run([*FUSERAID, "mount", "-o", f"log={m.log}", *map(str, m.members[:4]), str(m.mnt)])
+        m.sock = find_socket(str(m.mnt))
+        m.pid = m.status()["pid"]
         # fill the image once so reads and the copy see written data
-        size = (mnt / "image").stat().st_size
-        run(["dd", "if=/dev/zero", f"of={mnt / 'image'}", "bs=1M", "oflag=direct",
+        size = (m.mnt / "image").stat().st_size
+        run(["dd", "if=/dev/zero", f"of={m.mnt / 'image'}", "bs=1M", "oflag=direct",
              "iflag=count_bytes", f"count={size}", "conv=notrunc,nocreat", "status=none"])
-        yield mnt, members[4]
+        yield m
     finally:
-        unmount(mnt, pid)
+        m.unmount()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def reshaping(st: dict[str, Any]) -> bool:
-    task = st.get("task")
-    return bool(task) and task.get("name") == "reshape"
+def areas(paths: list[Path], roles: int) -> list[tuple[Path, int, int]]:
+    """(member, data offset, data bytes) of the first `roles` members, from their
+    superblocks (offset and size as the array uses them)."""
+    out = []
+    for p in paths[:roles]:
+        sb = read_superblock(p)
+        out.append((p, sb.data_offset_bytes, sb.size * 512))
+    return out
 
 
-def one(work: Path, member_mib: int, seconds: float, case: str) -> dict[str, float]:
+def dd_limit(old: list[tuple[Path, int, int]], new: list[tuple[Path, int, int]]) -> float:
+    """Seconds to read every old data area and write every new one (bs=1M)."""
+    t0 = time.perf_counter()
+    for p, off, n in old:
+        run(["dd", "bs=1M", "status=none", f"if={p}", "of=/dev/null",
+             "iflag=skip_bytes,count_bytes", f"skip={off}", f"count={n}"])
+    for p, off, n in new:
+        run(["dd", "bs=1M", "status=none", "if=/dev/zero", f"of={p}", "iflag=count_bytes",
+             "oflag=seek_bytes", "conv=notrunc,fsync", f"seek={off}", f"count={n}"])
+    return time.perf_counter() - t0
+
+
+def one(work: Path, member_mib: int, seconds: float, case: str,
+        use_fio: bool) -> dict[str, float]:
     args = CASES[case][1]
     fio: subprocess.Popen[str] | None = None
-    with array(work, member_mib) as (mnt, spare):
-        image = mnt / "image"
-        try:  # (Popen in its own group, not run(): stop() also ends fio's job process)
-            fio = subprocess.Popen(fio_cmd(image, seconds), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
-            out, err = fio.communicate(timeout=seconds + 60)
-            if fio.returncode:
-                raise RuntimeError(f"fio failed: {err.strip()}")
-            idle, _ = fio_iops(out)
-        finally:
-            stop(fio)
-        content = status(mnt)["size"]
+    log = work.parent / f"{work.name}-fio"
+    with array(work, member_mib) as m:
+        old = areas(m.members, 4)
+        content = m.status()["size"]
         try:
-            t0 = time.monotonic()
-            run([*FUSERAID, "grow", str(mnt), *args, "--add", str(spare)])
-            # its own process group: a Ctrl-C at the terminal reaches only us, and we
-            # stop fio and its job processes together
-            fio = subprocess.Popen(fio_cmd(image, 120), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+            if use_fio:
+                # its own process group: a Ctrl-C at the terminal reaches only us, and
+                # stop() ends fio and its job process together
+                fio = subprocess.Popen(fio_cmd(m.mnt / "image", 3600, log),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, start_new_session=True)
+                time.sleep(seconds)
+                if fio.poll() is not None:
+                    raise RuntimeError(f"fio failed: {fio.communicate()[1].strip()}")
+            t_grow, t0 = time.time(), time.monotonic()
+            request_socket(m.sock, "grow", add=[str(m.members[4])], **args)
             total = 0
             while True:
-                st = status(mnt)
-                if not reshaping(st):
+                task = m.status().get("task")
+                if not (task and task.get("name") == "reshape"):
                     break
-                total = st["task"]["total_bytes"] or total
-                time.sleep(0.05)
+                total = task.get("total_bytes") or total
+                time.sleep(0.02)
             took = time.monotonic() - t0
-            os.killpg(fio.pid, signal.SIGINT)
-            out, err = fio.communicate(timeout=30)
-            during, fio_s = fio_iops(out)
+            t_done = time.time()
         finally:
             stop(fio)
-        st = status(mnt)
-        want_level = 6 if case == "raid6" else 5
-        if st["raid_disks"] != 5 or st["level"] != want_level or st.get("task"):
+        st = m.status()
+        if st["raid_disks"] != 5 or st["level"] != (6 if case == "raid6" else 5) \
+                or st.get("task"):
             raise RuntimeError(f"reshape did not finish as asked: {st}")
-        if not total:
-            total = st["size"]
-    return {"idle": idle, "during": during, "ratio": during / idle, "fio_s": fio_s,
-            "mig_s": took, "mig_mibs": total / MIB / took,
-            "content_mibs": content / MIB / took}
+        total = total or st["size"]
+        m.unmount()  # dd writes the members: nobody else may
+        print(f"  daemon: {m.reshape_line()}", flush=True)
+        new = areas(m.members, 5)
+        dd = dd_limit(old, new)
+        res = {"mig_s": took, "content_mibs": content / MIB / took,
+               "total_mibs": total / MIB / took, "dd_mibs": content / MIB / dd}
+        res["copy_ratio"] = res["content_mibs"] / res["dd_mibs"]
+        if use_fio:
+            samples = iops_samples(log)
+            res["idle"] = mean_between(samples, t_grow - seconds + 1.0, t_grow)
+            res["during"] = mean_between(samples, t_grow + 0.1, t_done)
+            res["ratio"] = res["during"] / res["idle"]
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--member-mib", type=int, default=1024)
-    ap.add_argument("--seconds", type=float, default=3.0, help="idle fio seconds")
+    ap.add_argument("--seconds", type=float, default=3.0, help="fio seconds before the grow")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--case", choices=[*CASES, "all"], default="all")
     ap.add_argument("--dir", default="/dev/shm")
+    ap.add_argument("--no-fio", action="store_true", help="the migration alone")
+    ap.add_argument("--tree", type=Path, default=ROOT,
+                    help="run the daemon from this copy of the source tree (A/B runs)")
     a = ap.parse_args()
+    global TREE
+    TREE = a.tree.resolve()
     # SIGINT (also when started in the background, where it would be ignored) and
     # SIGTERM unwind as KeyboardInterrupt, through every finally below
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -214,26 +289,33 @@ def main() -> None:
     try:
         for i in range(a.repeat):
             for c in cases:
-                r = one(top / f"{c}{i}", a.member_mib, a.seconds, c)
+                r = one(top / f"{c}{i}", a.member_mib, a.seconds, c, not a.no_fio)
                 res[c].append(r)
-                print(f"{CASES[c][0]}: idle {r['idle']:7.0f} IOPS   during {r['during']:7.0f}"
-                      f" IOPS (fio {r['fio_s']:.2f} s)   ratio {r['ratio']:.2f}   migration "
-                      f"{r['mig_mibs']:6.1f} MiB/s ({r['mig_s']:.2f} s; old content "
-                      f"{r['content_mibs']:.1f} MiB/s)", flush=True)
+                fio = (f"idle {r['idle']:6.0f} IOPS  during {r['during']:6.0f} IOPS  ratio "
+                       f"{r['ratio']:.2f}  " if "ratio" in r else "")
+                print(f"{CASES[c][0]}: {fio}migration {r['content_mibs']:6.0f} MiB/s "
+                      f"({r['mig_s']:.2f} s; over total_bytes {r['total_mibs']:.0f})  dd "
+                      f"{r['dd_mibs']:6.0f} MiB/s  copy ratio {r['copy_ratio']:.2f}",
+                      flush=True)
     finally:
         shutil.rmtree(top, ignore_errors=True)
     print()
-    print(f"medians of {a.repeat} (member files {a.member_mib} MiB, fio 4 KiB randread "
-          "qd16 libaio direct=1)")
-    print("| case | idle IOPS | IOPS during | ratio | migration MiB/s | (old content) MiB/s "
-          "| fio during (s) |")
+    print(f"medians of {a.repeat} [min-max] (member files {a.member_mib} MiB"
+          + (", no fio)" if a.no_fio else ", fio 4 KiB randread qd16 libaio direct=1)"))
+    print("| case | idle IOPS | IOPS during | IOPS ratio | migration MiB/s | dd MiB/s "
+          "| copy ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for c, rs in res.items():
-        def med(k: str, rs: list[dict[str, float]] = rs) -> float:
-            return statistics.median(r[k] for r in rs)
-        print(f"| {CASES[c][0]} | {med('idle'):.0f} | {med('during'):.0f} | "
-              f"{med('ratio'):.2f} | {med('mig_mibs'):.0f} | {med('content_mibs'):.0f} | "
-              f"{med('fio_s'):.1f} |")
+        def med(k: str, fmt: str, rs: list[dict[str, float]] = rs) -> str:
+            if k not in rs[0]:
+                return "-"
+            v = [r[k] for r in rs]
+            spread = f" [{min(v):{fmt}}-{max(v):{fmt}}]" if len(v) > 1 and "ratio" in k \
+                else ""
+            return f"{statistics.median(v):{fmt}}{spread}"
+        print(f"| {CASES[c][0]} | {med('idle', '.0f')} | {med('during', '.0f')} | "
+              f"{med('ratio', '.2f')} | {med('content_mibs', '.0f')} | "
+              f"{med('dd_mibs', '.0f')} | {med('copy_ratio', '.2f')} |")
 
 
 if __name__ == "__main__":

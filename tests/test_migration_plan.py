@@ -119,9 +119,11 @@ def test_refusals() -> None:
         plan_reshape(r5(4), [MIB] * 4, [4 * MIB] * 4, Request())
     with pytest.raises(GeometryError, match="more member"):
         plan_reshape(r5(4), [MIB] * 4, [4 * MIB] * 4, Request(raid_disks=6))
-    f2 = Geometry(10, 4, encode_raid10(1, 2), 64 * KIB, 3 * MIB)
-    with pytest.raises(GeometryError, match="far"):
-        plan_reshape(f2, [MIB] * 4, [4 * MIB] * 4, Request(level=5))
+    # raid10 far layouts are reshaped now (tests/test_reshape_far.py); multi-zone raid0 not
+    zones = Geometry(0, 3, 1, 64 * KIB, 2 * MIB, (2 * MIB, 2 * MIB, 3 * MIB))
+    with pytest.raises(GeometryError, match="multi-zone"):
+        plan_reshape(zones, [MIB] * 3, [4 * MIB] * 4, Request(level=5, raid_disks=4),
+                     exposed=6 * MIB)
 
 
 # ---------------------------------------------------------------- properties

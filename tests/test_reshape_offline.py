@@ -9,7 +9,7 @@ import itertools
 from pathlib import Path
 
 import pytest
-from test_migration_kit import KIB, make_array, read_array, superblocks
+from test_migration_kit import KIB, make_array, read_array, settle_resync, superblocks
 
 from fuseraid.errors import GeometryError
 from fuseraid.layout import Geometry, encode_raid10
@@ -68,6 +68,8 @@ GEOMETRIES = {
     "r6-5-ls6": Geometry(6, 5, 18, C, DEV),
     "r10-4-n2": Geometry(10, 4, encode_raid10(2), C, DEV),
     "r10-4-o2": Geometry(10, 4, encode_raid10(1, 2, offset=True), C, DEV),
+    "r10-4-f2": Geometry(10, 4, encode_raid10(1, 2), C, DEV),
+    "r10-3-f2": Geometry(10, 3, encode_raid10(1, 2), C, DEV),
     "r5-3-c8": Geometry(5, 3, 2, 8 * KIB, DEV),
     "r6-4-c32": Geometry(6, 4, 2, 32 * KIB, DEV),
 }
@@ -84,6 +86,9 @@ MIN_DISKS = {0: 1, 1: 1, 4: 2, 5: 2, 6: 4, 10: 2}
 BELOW_OLD_MINIMUM = [(a, b) for a, b in PAIRS
                      if GEOMETRIES[b].raid_disks < MIN_DISKS[GEOMETRIES[a].level]]
 FAST.add(("r6-5-ddf", "r5-3-ls"))
+# raid10 far (tests/test_reshape_far.py has the rest): as target (a near-only pass, then
+# the resync) and as source
+FAST |= {("r5-4-ra", "r10-4-f2"), ("r10-4-f2", "r6-5-ls6"), ("r10-3-f2", "r10-4-n2")}
 
 
 def migrate(tmp: Path, old: Geometry, new: Geometry, *, backup: bool = False,
@@ -109,6 +114,8 @@ def migrate(tmp: Path, old: Geometry, new: Geometry, *, backup: bool = False,
         finally:
             for _, m in added:
                 m.close()
+    # a near-only pass onto raid10 far leaves the far copies to the array's resync
+    assert settle_resync(paths + extras) == (reshape is not None and plan.near_only)
     g, data, bad = read_array(paths + extras)
     assert (g.level, g.raid_disks, g.layout) == (new.level, new.raid_disks, new.layout)
     keep = min(len(content), exposed)

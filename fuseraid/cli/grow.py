@@ -53,7 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cut the array to this size first (needed to shrink; data beyond "
                         "it is dropped)")
     p.add_argument("--backup-file", dest="backup_file",
-                   help="file for window backups when the data offset cannot move")
+                   help="file for window backups when the data offset cannot move (default: "
+                        "the free tail of an --add member, if it has room); its place is "
+                        "recorded on the members, so a resume needs no option")
     p.add_argument("--speed-limit", dest="speed_limit", type=str,
                    help="at most this many bytes per second (K/M suffix)")
     p.add_argument("--wait", action="store_true", help="return when the reshape finished")
@@ -114,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
               f"disks (no data moved)")
         return 0
     print(f"{args.mountpoint}: reshape started: {_describe(result)}")
+    try:
+        task = control.request(args.mountpoint, "status").get("task") or {}
+    except FuseraidError:
+        task = {}
+    if task.get("backup"):
+        print(f"{args.mountpoint}: {describe_backup(task['backup'])}")
     if args.wait:
         while True:
             time.sleep(1.0)
@@ -133,6 +141,19 @@ def _describe(st: dict[str, Any]) -> str:
     state = " (paused)" if st.get("paused") else ""
     return (f"raid{a['level']}/{a['raid_disks']} -> raid{b['level']}/{b['raid_disks']}, "
             f"{st['direction']}, {st['percent']}% done{state}")
+
+
+def describe_backup(where: dict[str, Any]) -> str:
+    """One line saying where a reshape's backup area is (status's task.backup)."""
+    if where.get("kind") == "file":
+        text = f"backup file {where.get('path')}"
+    else:
+        text = (f"backup area on {where.get('path')}: {where.get('length')} bytes at byte "
+                f"{where.get('offset')} (its free tail)")
+    if where.get("recorded") is False:
+        text += (" (NOT recorded on the members: after a crash give it again with "
+                 "--backup-file / -o backup_file=)")
+    return text
 
 
 def run_offline(args: argparse.Namespace) -> int:
@@ -161,6 +182,8 @@ def run_offline(args: argparse.Namespace) -> int:
             if reshape is None:
                 print(f"raid{plan.new.level} on {plan.new.raid_disks} disks (no data moved)")
                 return 0
+        if reshape.backup_where is not None and (reshape.plan.backup_needed or reshape.noted):
+            print(describe_backup(reshape.backup_where), file=sys.stderr)
         try:
             migrate(reshape, speed_limit=speed)
         finally:

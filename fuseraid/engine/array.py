@@ -33,11 +33,13 @@ import trio
 from fuseraid.engine.levels import Slot, make_driver
 from fuseraid.engine.locks import WHOLE, IntervalLock
 from fuseraid.engine.recovery import RecoveringVolume
+from fuseraid.engine.ring import WriteRing
 from fuseraid.engine.state import Entry, SuperblockSet
 from fuseraid.engine.tolerance import describe_missing, survives
 from fuseraid.engine.workers import WorkerPool
 from fuseraid.errors import FuseraidError, MemberIOError
 from fuseraid.layout import Geometry, layout_name
+from fuseraid.member import nowait
 from fuseraid.member.device import Member
 from fuseraid.superblock.codec import (
     MAX_SECTOR,
@@ -61,9 +63,14 @@ CHECKPOINT_SECONDS = 5.0
 IO_THREADS = 2
 # Requests from this many bytes on hop with trio.to_thread.run_sync (see _hop).
 LARGE_REQUEST = 64 << 10
+# Requests below this are first tried on the trio thread without blocking (page-cached
+# reads, deferred writes): a thread hop costs ~10x a 4 KiB request. Bounded so that the
+# parity and copies done on the trio thread stay a few microseconds.
+INLINE_REQUEST = 64 << 10
 # FUSERAID_REQUEST_POOL=0: no worker pool, every hop is trio.to_thread.run_sync (the
 # previous dispatch; kept for A/B measurements, docs/PERFORMANCE.md).
 REQUEST_POOL = os.environ.get("FUSERAID_REQUEST_POOL", "1") != "0"
+INLINE = os.environ.get("FUSERAID_INLINE", "1") != "0"
 
 
 @dataclass(eq=False)
@@ -127,6 +134,27 @@ def _on_trio_thread() -> bool:
     return True
 
 
+def _try_inline(vol: Any, off: int, n: int, data: Any) -> tuple[bool, Any, list[Any]]:
+    """A small request on the trio thread, without blocking (member/nowait.py): its reads
+    come from the page cache, its parity is computed here, its member writes come back
+    deferred. (False, ...) when it would block: nothing was written, so the caller just
+    runs the whole request in a worker thread. Any other exception is the request's
+    own outcome, as it would have been in a worker."""
+    try:
+        with nowait.section() as sec:
+            result = vol.read(off, n) if data is None else vol.write(off, data)
+    except nowait.WouldBlock:
+        return False, None, []
+    return True, result, sec.deferred
+
+
+def _run_deferred(deferred: list[tuple[Any, list[tuple[int, int, Any]]]]) -> None:
+    """Member writes deferred by an inline request, in order, through their drivers
+    (worker thread): a member that fails meets the policy here, as in a plain request."""
+    for drv, writes in deferred:
+        drv._pwrite_all(writes)
+
+
 def _eio(msg: str) -> OSError:
     return OSError(errno.EIO, msg)
 
@@ -179,6 +207,10 @@ class Array:
         self.volume: Any = reshape.volume if reshape is not None else self._driver
         # Resync: None = in sync, else the first row not yet resynced.
         self._resync_row: int | None = resync_from
+        if resync_from is not None and getattr(self._driver, "far_start", None) is not None:
+            # raid10 far: copies past the resync point may be stale (a near-only
+            # reshape pass leaves them so); read the near copies there, as md does
+            self._driver.sync_from = resync_from * int(self._driver.row_bytes)
         self._active = False  # superblocks say "active" (resync_offset 0)
         self._dead: str | None = None  # why I/O fails, once beyond tolerance
         self._fail_gen = 0
@@ -199,6 +231,11 @@ class Array:
         # Request hops (read/write/flush): the array's own worker threads while start()'s
         # nursery runs; trio.to_thread.run_sync otherwise (see _hop).
         self.workers: WorkerPool | None = None
+        self.ring: WriteRing | None = None  # io_uring for inline requests' writes
+        self.inline_counts = [0, 0]  # small requests that fell back / were served inline
+        # small requests first try the trio thread (INLINE_REQUEST); FUSERAID_INLINE=0
+        # turns that off, for A/B measurements
+        self.inline = INLINE
         self._workers_scope: trio.CancelScope | None = None
 
     # ---- the volume ----
@@ -335,6 +372,13 @@ class Array:
                 try:
                     if write and vol is self._driver and self._resync_pending_parity():
                         return await self._hop(self._write_resync, off, data, cost=n)
+                    if n < INLINE_REQUEST and self.inline:
+                        done, result, deferred = _try_inline(vol, off, n, data)
+                        self.inline_counts[done] += 1
+                        if done:
+                            if deferred:
+                                await self._write_deferred(deferred, n)
+                            return result
                     if write:
                         return await self._hop(vol.write, off, data, cost=n)
                     return await self._hop(vol.read, off, n, cost=n)
@@ -348,6 +392,28 @@ class Array:
                 self.lock.release(req)
                 self._after_request()
         raise _eio(f"request at {off} of {n} bytes kept failing")
+
+    async def _write_deferred(self, deferred: list[tuple[Any, list[Any]]], n: int) -> None:
+        """The member writes of an inline request: through io_uring when the array has
+        a ring, else one worker hop. Writes that fail or come back short are issued again
+        through their driver in a worker, where a real error meets the failure policy."""
+        ring = self.ring
+        if ring is None or not ring.running:
+            await self._hop(_run_deferred, deferred, cost=n)
+            return
+        items: list[tuple[int, int, Any]] = []
+        owners: list[tuple[Any, tuple[int, int, Any]]] = []
+        for drv, writes in deferred:
+            for w in writes:
+                slot = drv.slots[w[0]]
+                if slot is not None:  # as _pwrite_all: a role failed meanwhile drops out
+                    items.append((slot.member.fd, slot.data_offset + w[1], w[2]))
+                    owners.append((drv, w))
+        results = await ring.write(items)
+        redo = [(drv, [w]) for (drv, w), res in zip(owners, results, strict=True)
+                if res != memoryview(w[2]).nbytes]
+        if redo:
+            await self._hop(_run_deferred, redo, cost=n)
 
     def _lock_now(self, start: int, end: int, exclusive: bool) -> Any:
         """The interval lock's uncontended case without a trio round trip: grant now if
@@ -396,7 +462,8 @@ class Array:
         pool.stop()
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(pool.join)
-        log.debug("request threads: %d jobs in %d batches", pool.jobs, pool.batches)
+        log.debug("request threads: %d jobs in %d batches; inline %d, fell back %d",
+                  pool.jobs, pool.batches, self.inline_counts[1], self.inline_counts[0])
 
     def _resync_pending_parity(self) -> bool:
         """Writes must also resync the rows they touch: a parity level not yet resynced,
@@ -791,6 +858,11 @@ class Array:
         self._nursery = nursery
         if self.workers is None and not self._closing and REQUEST_POOL:
             await nursery.start(self._own_workers)
+        if self.ring is None and not self._closing and self.inline and not self.readonly:
+            ring = WriteRing.open()
+            if ring is not None:
+                self.ring = ring
+                await nursery.start(ring.run)
         if not self.readonly:
             await self._mark_active()
         if self.reshape is not None and not self.readonly:
@@ -807,6 +879,8 @@ class Array:
         def finished(volume: Any) -> None:
             self.adopt_volume(volume, new)
             self.reshape = None
+            if getattr(reshape.plan, "near_only", False):
+                self.start_resync(0)  # raid10 far copies not written by the pass
 
         try:
             await reshape.run_live(self.lock, control, finished)
@@ -1063,7 +1137,8 @@ class Array:
             total = int(self.reshape.plan.end)
             task = {"name": "reshape", "done_bytes": int(self.reshape.progress() * total),
                     "total_bytes": total, "percent": round(100 * self.reshape.progress(), 2),
-                    "speed": None, "eta": None}
+                    "speed": None, "eta": None,
+                    "backup": getattr(self.reshape, "backup_where", None)}
         return {
             "level": g.level,
             "layout": lname,
@@ -1092,6 +1167,9 @@ class Array:
             self.stop_background()
             await self.wait_idle()
             await self._stop_workers()
+            if self.ring is not None:
+                self.ring.stop()
+                await self.ring.done.wait()
             self._closed = True
             try:
                 if not self.readonly:
@@ -1119,6 +1197,8 @@ class Array:
         if self.workers is not None:
             self.workers.stop()
             self.workers.join()
+        if self.ring is not None:
+            self.ring.stop()
         self._close_members()
 
     def _close_members(self) -> None:

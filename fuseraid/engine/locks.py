@@ -101,8 +101,9 @@ class IntervalLock:
         """Granted ranges (start, end, exclusive), for tests and status."""
         return [(r.start, r.end, r.exclusive) for r in self._held]
 
-    def waiting(self) -> int:
-        return len(self._waiting)
+    def waiting(self, start: int = 0, end: int = WHOLE) -> int:
+        """Requests waiting for a grant that overlap [start, end) (all by default)."""
+        return sum(1 for r in self._waiting if r.start < end and start < r.end)
 
     # -- internals ---------------------------------------------------------------------
 

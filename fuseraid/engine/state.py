@@ -28,6 +28,7 @@ from fuseraid.superblock.codec import (
     SB_OFFSET,
     Superblock,
     encode_time,
+    written_size,
 )
 
 
@@ -149,5 +150,6 @@ class SuperblockSet:
 
 
 def _write_block(e: Entry) -> None:
+    # only header + dev_roles, as md and mdadm: the block's tail keeps the reshape note
     raw = e.sb.encode(name=e.path)
-    e.member.pwrite(SB_OFFSET, raw)
+    e.member.pwrite(SB_OFFSET, raw[: written_size(e.sb.max_dev)])

@@ -36,7 +36,8 @@ class MountOptions:
     log: str | None = None  # log file for the detached daemon (default: syslog)
     # Go through the kernel page cache instead of FOPEN_DIRECT_IO (see docs/fuse-front.md).
     page_cache: bool = False
-    # The backup file of an in-place reshape, needed to resume one (md does not record it).
+    # The backup file of an in-place reshape: overrides the place the members' reshape
+    # note records (fuseraid/migration/note.py); only needed when that note is missing.
     backup_file: str | None = None
 
     def fuse_options(self, default_fsname: str) -> set[str]:

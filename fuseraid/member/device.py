@@ -1,6 +1,8 @@
 """One member (a regular file or a block device) with synchronous positioned I/O.
 The engine calls these from worker threads, one whole request per thread hop, so they
-block on purpose. Every failure raises MemberIOError naming the path and the errno."""
+block on purpose; inside a non-blocking section (nowait.py) reads never block and
+nothing else is allowed. Every failure raises MemberIOError naming the path and the
+errno."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import struct
 from collections.abc import Sequence
 
 from fuseraid.errors import MemberIOError
+from fuseraid.member import nowait
 
 _BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t)
 _IOV_MAX = 1024  # Linux UIO_MAXIOV: most buffers one preadv/pwritev takes
@@ -121,6 +124,7 @@ class Member:
 
     def pread(self, off: int, n: int) -> bytes:
         """Exactly n bytes at off; a short read inside the member is an error."""
+        _no_section()
         self._check_range("read", off, n)
         try:
             first = os.pread(self.fd, n, off)  # the usual case: one syscall, no copy
@@ -138,6 +142,10 @@ class Member:
         mv = memoryview(buf).cast("B")
         n = len(mv)
         self._check_range("read", off, n)
+        sec = nowait.current()
+        if sec is not None:
+            nowait.read(sec, self.fd, [mv], off, n)
+            return
         done = 0
         fd = self.fd
         while done < n:
@@ -152,6 +160,7 @@ class Member:
 
     def pwrite(self, off: int, data: bytes | bytearray | memoryview) -> None:
         """Write all of data at off (loops on short writes)."""
+        _no_section()
         mv = memoryview(data).cast("B")
         n = len(mv)
         self._check_range("write", off, n)
@@ -174,6 +183,12 @@ class Member:
         views = [v for v in views if len(v)]
         total = sum(len(v) for v in views)
         self._check_range("read", off, total)
+        sec = nowait.current()
+        if sec is not None and len(views) <= _IOV_MAX:
+            nowait.read(sec, self.fd, views, off, total)
+            return
+        if sec is not None:
+            raise nowait.WouldBlock
         pos = off
         fd = self.fd
         while views:
@@ -189,6 +204,7 @@ class Member:
 
     def pwritev(self, bufs: Sequence[bytes | bytearray | memoryview], off: int) -> None:
         """Write several buffers to consecutive bytes starting at off."""
+        _no_section()
         views = [memoryview(b).cast("B") for b in bufs]
         views = [v for v in views if len(v)]
         total = sum(len(v) for v in views)
@@ -207,10 +223,18 @@ class Member:
             views = _advance(views, put)
 
     def fsync(self) -> None:
+        _no_section()
         try:
             os.fsync(self.fd)
         except OSError as e:
             raise _err(self.path, "fsync failed", e) from e
+
+
+def _no_section() -> None:
+    """Blocking calls are refused inside a non-blocking section (the caller retries the
+    whole request in a worker thread)."""
+    if nowait.current() is not None:
+        raise nowait.WouldBlock
 
 
 def _advance(views: list[memoryview], n: int) -> list[memoryview]:

@@ -101,7 +101,10 @@ def read_into(drv: Any, off: int, view: memoryview) -> None:
     if n == 0:
         return
     if not isinstance(drv, Raid456Driver):
-        view[:] = drv.read(off, n)
+        if hasattr(drv, "read_into"):  # raid0/1/10: straight into the view
+            drv.read_into(off, view)
+        else:
+            view[:] = drv.read(off, n)
         return
     drv._check_range(off, n)
     rb = drv.row_bytes

@@ -64,6 +64,8 @@ def start(plan: Plan, failed_devs: Collection[int] = ()) -> Mutator:
         sb.new_chunk = new.chunk // SECTOR
         sb.new_offset = delta
         sb.reshape_position = border // SECTOR
+        if plan.near_only:
+            sb.resync_offset = 0  # the new far copies are stale until the resync after
         _mark_failed(sb, failed_devs)
 
     return mutate
@@ -100,6 +102,8 @@ def finish(plan: Plan, failed_devs: Collection[int] = ()) -> Mutator:
         sb.new_offset = 0
         sb.reshape_position = 0
         sb.recovery_offset = 0
+        if plan.near_only:
+            sb.resync_offset = 0  # md's fresh raid10: the resync makes the far copies
         sb.data_offset += delta
         sb.data_size -= delta
         if new.level == 0:  # md's raid0 uses each member's whole data_size (size is 0)

@@ -115,6 +115,8 @@ async def start_live_reshape(
             else:
                 array.volume = reshape.volume
                 array.reshape = reshape
+                if plan.near_only:  # far copies by a resync once done (start commit: dirty)
+                    array.start_resync(0)
     finally:
         for _, m in opened:  # given but not taken (an error): close again
             if array.superblocks.entry_for(m) is None:

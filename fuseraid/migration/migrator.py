@@ -7,6 +7,7 @@ array's range lock with a speed limit and pause/resume; `run_offline` drives it 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -17,11 +18,21 @@ import trio
 
 from fuseraid.engine.levels import Slot, make_driver
 from fuseraid.engine.state import Entry
-from fuseraid.errors import FuseraidError, MemberIOError
-from fuseraid.migration import checkpoint
-from fuseraid.migration.backup import BackupFile, reshape_id
+from fuseraid.errors import FuseraidError, GeometryError, MemberIOError
+from fuseraid.migration import checkpoint, note
+from fuseraid.migration.backup import HEADER as BACKUP_HEADER
+from fuseraid.migration.backup import BackupArea, BackupFile, reshape_id
 from fuseraid.migration.border import Border, RowWriter, read_into
-from fuseraid.migration.plan import ALIGN, FORWARD, MAX_WINDOW, SB_FLOOR, Plan, plan_reshape
+from fuseraid.migration.plan import (
+    ALIGN,
+    FORWARD,
+    MAX_WINDOW,
+    SB_FLOOR,
+    Plan,
+    check_far_target,
+    plan_reshape,
+    window_safe,
+)
 from fuseraid.superblock.codec import MD_DISK_ROLE_SPARE, MD_FEATURE_RECOVERY_OFFSET, SB_HEADER
 
 log = logging.getLogger("fuseraid.migration")
@@ -52,7 +63,7 @@ class Reshape:
         members: Sequence[Any],
         border: int,
         *,
-        backup: BackupFile | None = None,
+        backup: BackupArea | None = None,
         stale_roles: Sequence[int] = (),
         hook: Hook = _no_hook,
         driver_factory: Callable[[Any, list[Slot | None]], Any] | None = None,
@@ -60,6 +71,7 @@ class Reshape:
         self.plan = plan
         self.sbset = sbset
         self.backup = backup
+        self.noted = False  # the members carry a reshape note (erased by finish)
         self.hook = hook
         self.failed_devs: set[int] = set()
         self._members = list(members)
@@ -79,6 +91,7 @@ class Reshape:
 
         self.old = driver_factory(old, self.old_slots)
         self.new = driver_factory(new, self.new_slots)
+        self._hold_far()
         self.volume = Border(self.old, self.new, border, plan.direction, plan.content)
         self.windows = 0  # windows copied by this process (tests, status)
         self.bytes_copied = 0
@@ -89,10 +102,23 @@ class Reshape:
         through the array's policy from then on)."""
         self.old = driver_factory(self.plan.old, self.old_slots)
         self.new = driver_factory(self.plan.new, self.new_slots)
+        self._hold_far()
         self.volume.old, self.volume.new = self.old, self.new
 
     def _member(self, role: int) -> Any:
         return self._members[role] if role < len(self._members) else None
+
+    def _hold_far(self) -> None:
+        """raid10 far copies not kept by this pass: a near-only target's would land on old
+        data (plan.near_only: the new driver keeps to the near copies until finish); a
+        source's are overwritten before their data moves (plan.old_near_only: the old
+        driver keeps to the near copies, so the data not yet moved has one copy)."""
+        if self.plan.near_only:
+            self.new.hold_far()
+        if self.plan.old_near_only:
+            self.old.hold_far()
+            log.warning("reshape: no room to keep the old raid10 far copies; the data not "
+                        "yet moved has only its near copy until it moves")
 
     # ---- state ---------------------------------------------------------------------
     @property
@@ -155,10 +181,12 @@ class Reshape:
             view[cut - start :] = bytes(end - cut)
         return view
 
-    def copy_window(self, start: int, end: int, needs_backup: bool) -> None:
+    def copy_window(self, start: int, end: int, needs_backup: bool, *,
+                    commit: bool = True) -> None:
         """Migrate [start, end). The caller holds the range lock on it: exclusively when
         needs_backup, else at least shared (writers wait; readers may read the old
-        layout meanwhile, see docs/reshape.md "Reads of the window in flight")."""
+        layout meanwhile, see docs/reshape.md "Reads of the window in flight").
+        commit=False: see write_window (never for a backed-up window)."""
         forward = self.plan.direction == FORWARD
         if (start if forward else end) != self.border:
             raise FuseraidError(f"reshape: window [{start}, {end}) does not start at the "
@@ -168,21 +196,26 @@ class Reshape:
         if needs_backup:
             if self.backup is None:
                 raise FuseraidError("reshape: this window is migrated in place and needs a "
-                                    "backup file (--backup-file FILE)")
+                                    "backup area (--backup-file FILE)")
             self.hook("backup")
             self.backup.write(start, data)
-        self.write_window(start, end, data)
+        # a backed-up window is committed at once: the next record replaces this one
+        self.write_window(start, end, data, commit=commit or needs_backup)
 
-    def write_window(self, start: int, end: int, data: Any) -> None:
-        """Write the window in the new geometry, make it durable, move the border."""
+    def write_window(self, start: int, end: int, data: Any, *, commit: bool = True) -> None:
+        """Write the window in the new geometry, make it durable, move the border.
+        commit=False moves only the in-memory border; checkpoint() commits it later
+        (run_live's batches: the caller keeps writes off the uncommitted range and
+        checks every window against the durable border, `durable`)."""
         self.hook("write")
         writer = getattr(self, "_writer", None)
         if writer is None:
             writer = self._writer = RowWriter()
         writer.write(self.new, start, data)
-        self.hook("commit")
         moved = end if self.plan.direction == FORWARD else start
-        self._commit(checkpoint.progress(moved, self.failed_devs))
+        if commit:
+            self.hook("commit")
+            self._commit(checkpoint.progress(moved, self.failed_devs))
         self.hook("moved")
         self.volume.border = moved
         self.windows += 1
@@ -205,17 +238,57 @@ class Reshape:
         return True
 
     def finish(self) -> None:
-        """Commit the new geometry as a plain md array and drop the backup record."""
+        """Commit the new geometry as a plain md array, then drop the backup record and
+        erase the reshape note (both inert once no superblock records the reshape)."""
         if not self.done:
             raise FuseraidError("reshape: cannot finish, windows remain")
         self.hook("finish")
         self._commit(checkpoint.finish(self.plan, self.failed_devs))
+        if self.plan.near_only:  # the far part is ours now; the resync makes its copies
+            self.new.release_far()
         if self.backup is not None:
-            self.backup.clear()
+            try:
+                self.backup.clear()
+            except (OSError, FuseraidError) as e:  # inert now: no superblock names it
+                log.warning("reshape finished; cannot clear its backup record: %s", e)
+        if self.noted:
+            note.erase(e.member for e in self.sbset.entries)
+            self.noted = False
+
+    @property
+    def backup_where(self) -> dict[str, Any] | None:
+        """Where the backup area is and whether the members record it (status output),
+        or None without one."""
+        if self.backup is None:
+            return None
+        return {**self.backup.where, "recorded": self.noted}
 
     def final_volume(self) -> Any:
         """The driver to serve the array once finished (the new geometry, full size)."""
         return self.new
+
+    # ---- run_live's batches (one worker hop for several windows) ---------------------
+    @property
+    def durable(self) -> int:
+        """The border the superblocks record; the in-memory `border` runs ahead of it
+        while windows are copied with commit=False."""
+        return checkpoint.border_of(self.sbset.newest)
+
+    def checkpoint(self) -> None:
+        """Commit the in-memory border (after windows copied with commit=False)."""
+        if self.durable != self.border:
+            self.hook("commit")
+            self._commit(checkpoint.progress(self.border, self.failed_devs))
+
+    def safe_from_durable(self, start: int, end: int) -> bool:
+        """May window [start, end) be written before the windows since the durable
+        border are committed? The safety rule applied to everything from the durable
+        border through this window, as one window: its writes then keep off the old
+        data a resume from the durable border needs (docs/reshape.md)."""
+        d = self.durable
+        if self.plan.direction == FORWARD:
+            return window_safe(self.plan, min(d, start), end, False)
+        return window_safe(self.plan, start, max(d, end), False)
 
     # The engine runs a resumed reshape through these two, so it needs no import of
     # this module (the migration layer sits above the engine).
@@ -288,48 +361,123 @@ async def run_live(
     control: Control,
     on_finished: Callable[[Any], None],
 ) -> None:
-    """The background task: one window at a time under `lock` (the array's IntervalLock,
-    exclusive on the window, so foreground requests touching it wait and others go on),
-    honouring pause and the speed limit. When done it takes the whole array, commits
-    the new geometry and calls on_finished(new_volume) so the array can swap volumes.
-    An error stops the pass (control.error says why); it does not propagate."""
+    """The background task: batches of windows under `lock` (the array's IntervalLock:
+    foreground requests touching the batch wait as docs/reshape.md "Live batches" says,
+    others go on), one worker hop per batch, honouring pause and the speed limit. When
+    done it takes the whole array, commits the new geometry and calls
+    on_finished(new_volume) so the array can swap volumes. An error stops the pass
+    (control.error says why); it does not propagate."""
     from fuseraid.engine.locks import WHOLE
 
     try:
         await trio.to_thread.run_sync(reshape.replay_backup)
         pacer = Pacer(control.speed_limit)
+        room = 1  # windows the next batch may take: doubles while nobody waits on one
+        stats = {"batches": 0, "windows": 0, "waited": 0, "t0": time.monotonic(),
+                 "bytes": 0}
         while not reshape.done:
             await control.wait_unpaused()
             if pacer.limit != control.speed_limit:
                 pacer = Pacer(control.speed_limit)
-            s, e, b = reshape.next_window()
-            if b:
-                # in place: the window's own old bytes are overwritten, nobody may read
-                async with lock.exclusive(s, e):
-                    await trio.to_thread.run_sync(reshape.copy_window, s, e, b)
-            else:
-                # writers of the window wait; readers go on, from the old layout, which
-                # the safety rule keeps intact until the border has moved past it
-                async with lock.shared(s, e):
-                    await trio.to_thread.run_sync(reshape.copy_window, s, e, b)
-                # barrier: readers that may still be reading the window's old layout
-                # finish before the next window's writes may overwrite it
-                async with lock.exclusive(s, e):
+            # a speed limit wants the foreground first: one window at a time
+            batch = plan_batch(reshape, 1 if control.speed_limit else room)
+            lo, hi = batch.span
+            req = await lock.acquire(lo, hi, exclusive=batch.exclusive)
+            try:
+                await trio.to_thread.run_sync(copy_batch, reshape, batch)
+                waited = lock.waiting(lo, hi) > 0
+            finally:
+                lock.release(req)
+            if not batch.exclusive:
+                # barrier: readers that may still be reading the batch's old layout
+                # finish before the next batch's writes may overwrite it
+                async with lock.exclusive(lo, hi):
                     pass
-            # let foreground requests queued behind the window go first
-            delay = pacer.delay(e - s) if control.speed_limit else 0.0
-            if not delay and lock.waiting():
+            room = 1 if waited else min(2 * room, MAX_ROOM)
+            stats["batches"] += 1
+            stats["windows"] += len(batch.windows)
+            stats["waited"] += waited
+            stats["bytes"] += hi - lo
+            delay = pacer.delay(hi - lo) if control.speed_limit else 0.0
+            if not delay and waited:  # let the requests that waited go first
                 delay = YIELD_SECONDS
             await trio.sleep(delay)
         async with lock.exclusive(0, WHOLE):
             await trio.to_thread.run_sync(reshape.finish)
             on_finished(reshape.final_volume())
+        took = time.monotonic() - stats["t0"]
+        log.info("reshape: %d windows in %d batches (%d waited on), %.0f MiB in %.2f s",
+                 stats["windows"], stats["batches"], stats["waited"],
+                 stats["bytes"] / (1 << 20), took)
     except (FuseraidError, OSError) as e:
         # the durable state is consistent at every instant: stop, report, keep serving
         control.error = str(e)
         log.warning("reshape stopped: %s", e)
     finally:
         control.finished.set()
+
+
+MAX_BATCH = 16 << 20  # array bytes one batch may span (foreground writes to it wait)
+MAX_ROOM = 64  # windows one batch may take
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Windows run_live copies in one worker hop, and how it locks them: shared when
+    every window after the first keeps off the old data from the durable border on
+    (then one commit at the end, and readers of the old layout are safe), exclusive
+    when a window needs the ones before it committed first (its writes may overwrite
+    their old layout, so nobody may be reading it), and for a backed-up window."""
+
+    windows: tuple[tuple[int, int, bool], ...]
+    exclusive: bool
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return (min(w[0] for w in self.windows), max(w[1] for w in self.windows))
+
+
+def plan_batch(reshape: Reshape, room: int) -> Batch:
+    """Up to `room` windows from the border (at most MAX_BATCH bytes); the durable
+    border equals the in-memory one here (every batch ends with a commit)."""
+    plan, pos = reshape.plan, reshape.border
+    forward = plan.direction == FORWARD
+    windows: list[tuple[int, int, bool]] = []
+    exclusive = False
+    while len(windows) < room and (pos < plan.end if forward else pos > 0):
+        s, e, b = plan.next_window(pos)
+        if b:  # in place: alone, exclusive, committed at once (its record is at the border)
+            return Batch(((s, e, b),), True) if not windows else Batch(tuple(windows),
+                                                                         exclusive)
+        if windows and not exclusive and not reshape.safe_from_durable(s, e):
+            if len(windows) > 1:
+                break  # keep the shared batch: it ends with the commit this one needs
+            exclusive = True  # the rule allows one window per commit: copy_batch commits
+        windows.append((s, e, False))
+        pos = e if forward else s
+        if sum(w[1] - w[0] for w in windows) >= MAX_BATCH:
+            break
+    return Batch(tuple(windows), exclusive)
+
+
+def copy_batch(reshape: Reshape, batch: Batch) -> None:
+    """In a worker thread, under the batch's lock: copy its windows, committing only when
+    the next window's writes would reach old data the durable border still needs, and
+    once at the end (so the batch is durable before its lock is released). On an error
+    the in-memory border goes back to the durable one: the old layout from there on is
+    intact and holds the same bytes (writes to the batch were waiting)."""
+    try:
+        for s, e, b in batch.windows:
+            if b:
+                reshape.copy_window(s, e, True)
+                continue
+            if not reshape.safe_from_durable(s, e):
+                reshape.checkpoint()
+            reshape.copy_window(s, e, False, commit=False)
+        reshape.checkpoint()
+    except BaseException:
+        reshape.volume.border = reshape.durable
+        raise
 
 
 # ---- starting a reshape -------------------------------------------------------------
@@ -374,13 +522,28 @@ def begin_reshape(
     sizes = [m.size if m is not None else max(x.size for x in live) for m in members]
     sizes += [m.size for _, m in add]
     offsets = [sb.data_offset_bytes] * old.raid_disks
-    plan = plan_reshape(old, offsets, sizes, request, exposed=exposed, floor=data_floor(sb),
-                        backup=backup_file is not None, max_window=max_window)
+
+    def replan(backup: bool, window: int) -> Plan:
+        return plan_reshape(old, offsets, sizes, request, exposed=exposed,
+                            floor=data_floor(sb), backup=backup, max_window=window)
+
+    plan = replan(backup_file is not None or bool(add), max_window)
+    blocked = _note_blocked(sbset, plan, backup_file) if plan.backup_needed else None
+    tail: tuple[Any, int, int] | None = None  # (added member, base, capacity)
+    if plan.backup_needed and backup_file is None:
+        plan, tail = _tail_area(plan, add, replan, blocked)
+    if blocked is not None and backup_file is not None:
+        log.warning("the backup file's place cannot be recorded on the members (%s): "
+                    "after a crash, resume with --backup-file / -o backup_file=%s",
+                    blocked, backup_file)
     stale = _partly_rebuilt(sbset, members, old, plan.instant)
     extra = plan.new.raid_disks - old.raid_disks
     if len(add) > max(0, extra):
         raise FuseraidError(f"{len(add)} member(s) given but raid{plan.new.level} on "
                             f"{plan.new.raid_disks} disks needs {max(0, extra)} more")
+    check_far_target(plan, [r for r in range(max(old.raid_disks, plan.new.raid_disks))
+                            if r in stale or (members[r] is None if r < old.raid_disks
+                                              else r - old.raid_disks >= len(add))])
     # superblocks for the added members: copies of the newest, each in a free slot
     # the added members' superblocks: a spare of this array keeps its own (it only gets
     # a role); a new member gets a copy of the newest in a free device slot
@@ -426,12 +589,101 @@ def begin_reshape(
         if rebuild_now:
             rebuild_offline(sbset, members, plan)
         return plan, None
-    backup = (BackupFile(backup_file, sb.set_uuid, reshape_id(plan.ident))
-              if backup_file is not None else None)
+    rid = reshape_id(plan.ident)
+    backup: BackupArea | None = None
+    if backup_file is not None:
+        backup = BackupFile(backup_file, sb.set_uuid, rid)
+    elif tail is not None:
+        backup = BackupArea.on_member(tail[0], tail[1], tail[2], sb.set_uuid, rid)
+    noted = plan.backup_needed and backup is not None and blocked is None
+    if noted:
+        assert backup is not None
+        # durable order: the backup file exists and the note is on every member (both
+        # fsynced) before the checkpoint that starts the reshape
+        if backup_file is not None:
+            rec = note.ReshapeNote(sb.set_uuid, rid, note.FILE, path=backup.where["path"])
+        else:
+            entry = sbset.entry_for(tail[0]) if tail is not None else None
+            assert entry is not None and tail is not None
+            rec = note.ReshapeNote(sb.set_uuid, rid, note.MEMBER,
+                                   device_uuid=entry.sb.device_uuid, offset=tail[1],
+                                   length=tail[2])
+        try:
+            note.write((e.member for e in sbset.entries), rec)
+        except FuseraidError:
+            for _, m in add:  # not started: the added members are not the array's
+                e = sbset.entry_for(m)
+                if e is not None and e.sb.dev_number not in used:
+                    sbset.drop(e)
+            backup.close()
+            raise
     sbset.commit(mutate)
     border = 0 if plan.direction == FORWARD else plan.end
-    return plan, Reshape(plan, sbset, members, border, backup=backup, hook=hook,
-                         stale_roles=stale, driver_factory=driver_factory)
+    reshape = Reshape(plan, sbset, members, border, backup=backup, hook=hook,
+                      stale_roles=stale, driver_factory=driver_factory)
+    reshape.noted = noted
+    return plan, reshape
+
+
+def _note_blocked(sbset: Any, plan: Plan, backup_file: str | None) -> str | None:
+    """Why the members cannot carry a reshape note naming the backup area (None: they
+    can). Checked on every member's superblock (added members get a copy of the
+    newest)."""
+    lowest = min(plan.old_offsets[0], plan.new_offsets[0])
+    for e in sbset.entries:
+        why = note.no_room(e.sb, lowest)
+        if why is not None:
+            return f"{e.path}: {why}"
+    if backup_file is not None:
+        try:
+            note.ReshapeNote(bytes(16), bytes(32), note.FILE,
+                             path=os.path.abspath(backup_file)).encode()
+        except FuseraidError as e:
+            return str(e)
+    return None
+
+
+def tail_area(plan: Plan, member_size: int) -> tuple[int, int]:
+    """(base, capacity) of the free tail of an added member: the bytes beyond what the
+    old and the new geometry use there, 4 KiB aligned."""
+    used = max(plan.old_offsets[0], plan.new_offsets[0]) + max(plan.old.dev_used,
+                                                               plan.new.dev_used)
+    base = -(-used // ALIGN) * ALIGN
+    return base, max(0, (member_size - base) // ALIGN * ALIGN)
+
+
+def _tail_area(plan: Plan, add: Sequence[tuple[str, Any]],
+               replan: Callable[[bool, int], Plan],
+               blocked: str | None) -> tuple[Plan, tuple[Any, int, int] | None]:
+    """The plan and the backup area on the free tail of an added member, for a reshape
+    that needs a backup and has no backup file: the first added member whose tail holds
+    the header and a window (windows are made smaller to fit, whole units). Raises the
+    planner's no-room error, naming both ways out, when there is none."""
+    need = BACKUP_HEADER + plan.unit
+    for _, m in add:
+        base, cap = tail_area(plan, m.size)
+        if cap < need or blocked is not None:
+            continue
+        if cap < BACKUP_HEADER + plan.max_window:
+            plan = replan(True, (cap - BACKUP_HEADER) // plan.unit * plan.unit)
+            if not plan.backup_needed:
+                return plan, None
+            base, cap = tail_area(plan, m.size)
+            if cap < BACKUP_HEADER + plan.max_window:
+                continue
+        return plan, (m, base, BACKUP_HEADER + plan.max_window)
+    try:
+        replan(False, plan.max_window)
+    except GeometryError as e:
+        if not add:
+            raise
+        if blocked is not None:
+            raise GeometryError(f"{e} (an added member's free tail cannot be used: the "
+                                f"members cannot record it: {blocked})") from None
+        used, _ = tail_area(plan, 0)
+        raise GeometryError(f"{e}, or --add a member of at least {used + need} bytes "
+                            "(its free tail holds the backup)") from None
+    return plan, None  # unreachable: the planner refuses a backup it cannot have
 
 
 def _partly_rebuilt(sbset: Any, members: list[Any], old: Any, instant: bool) -> list[int]:

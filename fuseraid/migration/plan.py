@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from math import lcm
 
 from fuseraid.errors import GeometryError
-from fuseraid.layout.geometry import Geometry, decode_raid10, encode_raid10
+from fuseraid.layout.geometry import Geometry, decode_raid10, encode_raid10, raid10_stride
 
 KIB = 1024
 MIB = 1 << 20
@@ -72,6 +73,38 @@ class Plan:
     def delta(self) -> int:
         return self.new_offsets[0] - self.old_offsets[0]
 
+    @cached_property
+    def near_only(self) -> bool:
+        """A raid10 far target whose far part overlaps old data (any old byte holding
+        content): the pass writes the near copies only, the far copies are made by the
+        resync the finished array starts with (md's fresh raid10 state), and until then
+        reads use the near copies. Judged on all the old data a resume could see (it
+        does not know a cut size), so the start and every resume decide alike."""
+        region = far_region(self.new)
+        if region is None or self.instant:
+            return False
+        far = _shift([region], self.new_offsets[0])
+        old = dev_ranges(self.old, 0, self.seen)
+        return _overlap(far, _shift(old, self.old_offsets[0]))
+
+    @cached_property
+    def old_near_only(self) -> bool:
+        """A raid10 far source whose far copies no order can keep with these offsets
+        (the new layout needs their place before the data they copy has moved): the
+        pass keeps the near copies only, so the data not yet moved has one copy until
+        it is. Decided, like near_only, on what a resume sees: the pass with every old
+        copy kept, walked over all the old data, has some window no rule allows."""
+        if self.instant or far_stride(self.old) is None:
+            return False
+        trial = replace(self, content=self.seen)
+        trial.__dict__["old_near_only"] = False  # walk it keeping the far copies
+        return _pass_needs_backup(trial) is None
+
+    @property
+    def seen(self) -> int:
+        """The old data a resume judges by: it does not know a cut size."""
+        return min(self.old.array_size, self.new.array_size)
+
     def next_window(self, border: int) -> tuple[int, int, bool]:
         """The window after border: (start, end, needs_backup). Largest whole-unit window
         the safety rule allows without a backup; else one unit with a backup; raises
@@ -81,28 +114,67 @@ class Plan:
 
 # --------------------------------------------------------------------------- footprints
 
+Ranges = list[tuple[int, int]]
 
-def dev_extent(g: Geometry, a: int, b: int) -> tuple[int, int]:
-    """[lo, hi): the bytes (relative to the data offset, on any member) that hold array
-    bytes [a, b) in g, their parity and their copies, widened to whole rows."""
+
+def far_stride(g: Geometry) -> int | None:
+    """Member bytes where a raid10 far layout's far copies begin (the near part is below);
+    None for every other layout (its copies of a row are side by side)."""
+    if g.level != 10:
+        return None
+    p = decode_raid10(g.layout)
+    if p.far == 1 or p.offset:
+        return None
+    return raid10_stride(g)
+
+
+def dev_ranges(g: Geometry, a: int, b: int, *, near_only: bool = False) -> Ranges:
+    """The member bytes (relative to the data offset, on any member) that hold array bytes
+    [a, b) in g, their parity and their copies, widened to whole rows, as sorted disjoint
+    ranges [lo, hi): one range, except a raid10 far layout: its near part, then one range
+    per far copy, `stride` further on each (near_only: the near part alone)."""
     if b <= a:
-        return (0, 0)
+        return []
     if g.level == 1:
-        return (a, b)
+        return [(a, b)]
     c = g.chunk
     if g.level in (0, 4, 5, 6):
         if g.level == 0 and g.member_sizes is not None and len(set(g.role_sizes())) > 1:
             raise GeometryError("multi-zone raid0 cannot be reshaped; make the members equal")
         row = g.data_disks * c
-        return (a // row * c, -(-b // row) * c)
+        return [(a // row * c, -(-b // row) * c)]
     p = decode_raid10(g.layout)
-    if p.far > 1 and not p.offset:
-        raise GeometryError("raid10 far layouts cannot be reshaped (md cannot either)")
     rd, n = g.raid_disks, p.near
     ka, kb = a // c, (b - 1) // c
-    r0 = ka * n // rd
-    r1 = (kb * n + n - 1) // rd + 1
-    return (r0 * p.far * c, r1 * p.far * c)
+    r0 = ka * n // rd  # member chunk row of the first chunk's first near copy
+    r1 = (kb * n + n - 1) // rd + 1  # past the last chunk's last near copy
+    stride = far_stride(g)
+    if stride is None:  # near (far 1) or offset: the far copies follow in the next rows
+        return [(r0 * p.far * c, r1 * p.far * c)]
+    parts = 1 if near_only else p.far
+    return [(f * stride + r0 * c, f * stride + r1 * c) for f in range(parts)]
+
+
+def dev_extent(g: Geometry, a: int, b: int) -> tuple[int, int]:
+    """[lo, hi): the hull of dev_ranges (for a far layout it spans the gap between its
+    near and far parts too)."""
+    r = dev_ranges(g, a, b)
+    return (r[0][0], r[-1][1]) if r else (0, 0)
+
+
+def _shift(ranges: Ranges, by: int) -> Ranges:
+    return [(lo + by, hi + by) for lo, hi in ranges]
+
+
+def _overlap(xs: Ranges, ys: Ranges) -> bool:
+    return any(a < d and c < b for a, b in xs for c, d in ys)
+
+
+def far_region(g: Geometry) -> tuple[int, int] | None:
+    """[lo, hi): the member bytes of g's far copies (relative to the data offset), or
+    None when g has no separate far part."""
+    stride = far_stride(g)
+    return None if stride is None else (stride, g.dev_used)
 
 
 def unit_of(g: Geometry) -> int:
@@ -126,11 +198,13 @@ def reshape_unit(old: Geometry, new: Geometry) -> int:
 
 
 def _per_device(g: Geometry) -> float:
-    """Array bytes per member byte in the steady state (for sizing the offset move)."""
+    """Array bytes per member byte a pass's front moves by (for sizing the offset move):
+    a far layout's near and far parts each advance at near-copies density."""
     if g.level == 1:
         return 1
     if g.level == 10:
-        return g.raid_disks / decode_raid10(g.layout).copies
+        p = decode_raid10(g.layout)
+        return g.raid_disks / (p.near if far_stride(g) is not None else p.copies)
     return g.data_disks
 
 
@@ -139,25 +213,24 @@ def _per_device(g: Geometry) -> float:
 
 def window_safe(plan: Plan, start: int, end: int, backed_up: bool) -> bool:
     """Does copying array bytes [start, end) old -> new keep every not yet migrated old
-    byte intact (backed_up: the window's own old bytes are in the backup area)?"""
-    old, new = plan.old, plan.new
-    o_old, o_new = plan.old_offsets[0], plan.new_offsets[0]
-    nlo, nhi = dev_extent(new, start, end)
+    byte intact (backed_up: the window's own old bytes are in the backup area)? The new
+    layout's writes (near copies only on a near-only pass) must miss every member byte
+    holding old data still needed after a crash, every copy of it included (a far
+    source's far copies are live: old-side writes update them)."""
     content = plan.content
     if plan.direction == FORWARD:
-        # old data still needed starts at the old row holding `start` (or `end` when the
-        # window is backed up); nothing is needed beyond the content
-        keep = end if backed_up else start
-        if keep >= content:
-            return True
-        lo = dev_extent(old, keep, keep + 1)[0]
-        return o_new + nhi <= o_old + lo
-    keep = start if backed_up else end  # old data below `keep` is still needed
-    keep = min(keep, content)
-    if keep <= 0:
+        # old data still needed: from the window (or past it, when backed up) to the
+        # content's end; nothing is needed beyond the content
+        keep = (end if backed_up else start, content)
+    else:
+        keep = (0, min(start if backed_up else end, content))  # below the window
+    if keep[1] <= keep[0]:
         return True
-    hi = dev_extent(old, keep - 1, keep)[1]
-    return o_new + nlo >= o_old + hi
+    written = _shift(dev_ranges(plan.new, start, end, near_only=plan.near_only),
+                     plan.new_offsets[0])
+    needed = _shift(dev_ranges(plan.old, *keep, near_only=plan.old_near_only),
+                    plan.old_offsets[0])
+    return not _overlap(written, needed)
 
 
 def next_window(plan: Plan, border: int) -> tuple[int, int, bool]:
@@ -338,37 +411,67 @@ def plan_reshape(
         return Plan(old, new, True, FORWARD, offsets, offsets, unit_of(new), max_window,
                     False, exposed, rebuild)
     for g in (old, new):
-        dev_extent(g, 0, 1)  # refuses the layouts that cannot be reshaped
+        dev_ranges(g, 0, 1)  # refuses the layouts that cannot be reshaped
     unit = reshape_unit(old, new)
     max_window = max(unit, max_window // unit * unit)
     content = min(exposed, old.array_size)
     candidates = _offset_candidates(old, new, o_old, member_bytes[:roles], floor, unit)
     base = Plan(old, new, False, FORWARD, offsets, offsets, unit, max_window, False, content)
-    best: Plan | None = None
+    # first of each kind, by (needs a backup, drops the old far copies); the first that
+    # needs neither wins at once; keeping redundancy beats sparing a backup
+    found: dict[tuple[bool, bool], Plan] = {}
     for direction, o_new in candidates:
         p = replace(base, direction=direction, new_offsets=(o_new,) * roles)
         needs = _pass_needs_backup(p)
         if needs is None:
             continue
+        drops = p.old_near_only
         p = replace(p, backup_needed=needs)
-        if not needs:
+        if not needs and not drops:
             return p
-        if best is None:
-            best = p
+        found.setdefault((needs, drops), p)
+    order = [(True, False), (False, True), (True, True)] if backup else [(False, True)]
+    for kind in order:
+        if kind in found:
+            return found[kind]
+    best = found.get((True, False)) or found.get((True, True))
     if best is None:
+        if far_stride(old) is not None or far_stride(new) is not None:
+            raise GeometryError(
+                "no safe order for raid10 far copies in place: the members need free room "
+                "before or after the data to move the data offset")
         raise GeometryError("no safe order to migrate this array (internal planning error)")
-    if not backup:
-        room = -(-unit // int(_per_device(new)) // ALIGN) * ALIGN
+    room = -(-unit // int(_per_device(new)) // ALIGN) * ALIGN
+    raise GeometryError(
+        f"no room to move the data offset (need {room // KIB} KiB free before or after "
+        "the data on every member); give --backup-file FILE")
+
+
+def check_far_target(plan: Plan, missing: Sequence[int]) -> None:
+    """Refuse a pass that keeps raid10 near copies only with roles missing: a near-only
+    target (plan.near_only; missing in the new geometry) or a source whose far copies
+    are dropped (plan.old_near_only; missing in the old one). Rows whose near copy has
+    no member would have no valid copy, and the resync after a near-only pass needs
+    every member."""
+    gone = sorted(r for r in missing if r < plan.new.raid_disks)
+    if plan.near_only and gone:
         raise GeometryError(
-            f"no room to move the data offset (need {room // KIB} KiB free before or after "
-            "the data on every member); give --backup-file FILE")
-    return best
+            f"raid10 far copies are made by a resync after this reshape, which needs every "
+            f"member: role(s) {', '.join(map(str, gone))} missing (add or rebuild first)")
+    gone = sorted(r for r in missing if r < plan.old.raid_disks)
+    if plan.old_near_only and gone:
+        raise GeometryError(
+            f"this reshape keeps only the near copies of raid10 far data not yet moved (no "
+            f"room for both): role(s) {', '.join(map(str, gone))} missing, rebuild first or "
+            "give the members room to move the data offset")
 
 
 def _offset_candidates(
-    old: Geometry, new: Geometry, o_old: int, sizes: Sequence[int], floor: int, unit: int
+    old: Geometry, new: Geometry, o_old: int, sizes: Sequence[int], floor: int, unit: int,
 ) -> list[tuple[str, int]]:
-    """Data offset moves to try, best first: forward/down when the new geometry packs
+    """Data offset moves to try, best first: for a raid10 far target, the moves that
+    put its whole far part clear of the old data (both copies written in the pass, no
+    redundancy gap) when the room allows; then forward/down when the new geometry packs
     more data per member byte (it then never catches up with the reads), else
     backward/up; then the other; in place last (needs a backup)."""
     want = -(-max(unit, min(TARGET_WINDOW, new.array_size)) // int(_per_device(new)))
@@ -388,7 +491,31 @@ def _offset_candidates(
         first, second = bwd, fwd
     moves = first[:1] + second[:1] + first[1:] + second[1:]
     moves += [(FORWARD, o_old), (BACKWARD, o_old)]
-    return moves
+    seen = min(old.array_size, new.array_size)  # what Plan.near_only judges by
+    return _far_clear_moves(old, new, o_old, seen, room_down, room_up) + moves
+
+
+def _far_clear_moves(old: Geometry, new: Geometry, o_old: int, content: int,
+                     room_down: int, room_up: int) -> list[tuple[str, int]]:
+    """Offsets (each with both directions) that put a far target's far part entirely
+    above or below the old content's footprint, within the room; none when the new
+    geometry has no far part or it is already clear in place."""
+    region = far_region(new)
+    old_fp = dev_ranges(old, 0, content)
+    if region is None or not old_fp or not _overlap([region], old_fp):
+        return []
+    out = []
+    hi = old_fp[-1][1]
+    # the far part above the old data (the near writes may still fit the rule), or the
+    # whole new data area above it (they always do); or the whole of it below
+    for up in dict.fromkeys((hi - region[0], hi)):
+        up = -(-up // ALIGN) * ALIGN
+        if 0 < up <= room_up:
+            out += [(BACKWARD, o_old + up), (FORWARD, o_old + up)]
+    down = -(-(region[1] - old_fp[0][0]) // ALIGN) * ALIGN
+    if 0 < down <= room_down:
+        out += [(FORWARD, o_old - down), (BACKWARD, o_old - down)]
+    return out
 
 
 def _pass_needs_backup(p: Plan) -> bool | None:

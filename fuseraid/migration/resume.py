@@ -5,6 +5,7 @@ member opener `open_members` used by `fuseraid grow --members` and the tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -14,8 +15,9 @@ from typing import Any
 from fuseraid.engine.state import Entry, SuperblockSet
 from fuseraid.errors import AssemblyError
 from fuseraid.member.device import Member
-from fuseraid.migration import checkpoint
-from fuseraid.migration.backup import BackupFile, reshape_id
+from fuseraid.migration import checkpoint, note
+from fuseraid.migration.backup import HEADER as BACKUP_HEADER
+from fuseraid.migration.backup import BackupArea, BackupFile, reshape_id
 from fuseraid.migration.mdbackup import (
     is_md_backup,
     read_md_backup,
@@ -121,9 +123,11 @@ def resume_reshape(
     RESHAPE_ACTIVE.
     Its `volume` (a Border) serves the array; a backup record for the window at the
     durable border is replayed first. Raises AssemblyError (one line) when the state
-    cannot be continued safely (e.g. an in-place window without its backup file).
-    backup_file defaults to $FUSERAID_BACKUP_FILE (the mount option backup_file= and
-    `grow --members --backup-file` pass it explicitly)."""
+    cannot be continued safely (e.g. an in-place window without its backup area).
+    The backup area: backup_file if given (the mount option backup_file= and
+    `grow --members --backup-file` pass it), else $FUSERAID_BACKUP_FILE (kept for
+    scripts), else the reshape note the members carry (note.py): a file or an
+    added member's free tail."""
     sb = sbset.newest
     if not sb.reshape_active:
         raise AssemblyError("no reshape in progress")
@@ -148,16 +152,34 @@ def resume_reshape(
     # md's recovery_offset on a member added by a takeover: not valid in the old layout
     stale = [e.role for e in sbset.entries
              if e.sb.feature_map & MD_FEATURE_RECOVERY_OFFSET and e.role < MD_DISK_ROLE_MAX]
-    backup = (BackupFile(backup_file, sb.set_uuid, reshape_id(plan.ident))
-              if backup_file is not None else None)
+    rid = reshape_id(plan.ident)
+    noted = note.read((e.member for e in sbset.entries), sb.set_uuid, rid)
+    missing: str | None = None  # the noted area, when its member is not here
+    if backup_file is not None:
+        backup: BackupArea | None = BackupFile(backup_file, sb.set_uuid, rid)
+    elif noted is not None:
+        backup, missing = _noted_area(noted, sbset)
+        if noted.kind == note.MEMBER and backup is not None:
+            # windows that fit the area (the start planned them so)
+            fit = (noted.length - BACKUP_HEADER) // plan.unit * plan.unit
+            if fit < plan.max_window:
+                plan = dataclasses.replace(plan, max_window=max(plan.unit, fit))
+    else:
+        backup = None
     try:
         reshape = Reshape(plan, sbset, members_by_role, border, backup=backup,
                           stale_roles=stale, hook=hook, driver_factory=driver_factory)
+        reshape.noted = noted is not None
         if not reshape.done:
             _, _, needs = reshape.next_window()
             if needs and backup is None:
+                if missing is not None:
+                    raise AssemblyError(f"the reshape is in place at this position and "
+                                        f"needs its {missing}, which is not among the "
+                                        "members given")
                 raise AssemblyError("the reshape is in place at this position: give the "
-                                    "backup file it was started with (--backup-file FILE)")
+                                    "backup file it was started with (--backup-file FILE, "
+                                    "mount -o backup_file=FILE)")
         if readonly:
             rec = backup.read() if backup is not None else None
             at = None if rec is None else (
@@ -175,6 +197,35 @@ def resume_reshape(
 
 
 open_reshaping = resume_reshape
+
+
+def _noted_area(rec: note.ReshapeNote, sbset: Any) -> tuple[BackupArea | None, str | None]:
+    """The backup area a reshape note names: (area, None), or (None, what is missing)
+    when it is on a member that is not here. A noted file that is missing or holds
+    another reshape's record is an AssemblyError naming it (nothing written yet)."""
+    if rec.kind == note.FILE:
+        if not os.path.isfile(rec.path):
+            raise AssemblyError(f"{rec.path}: the reshape's backup file (recorded on the "
+                                "members) is missing; give backup_file= explicitly to "
+                                "use another")
+        area = BackupFile(rec.path, sbset.newest.set_uuid, rec.reshape_id, create=False)
+        try:
+            if area.foreign():
+                raise AssemblyError(f"{rec.path}: the reshape's backup file (recorded on "
+                                    "the members) holds another reshape's backup")
+        except BaseException:
+            area.close()
+            raise
+        return area, None
+    for e in sbset.entries:
+        if e.sb.device_uuid == rec.device_uuid:
+            if rec.offset + rec.length > e.member.size:
+                raise AssemblyError(f"{e.path}: the reshape's backup area (bytes "
+                                    f"{rec.offset}..{rec.offset + rec.length}) lies beyond "
+                                    f"the member's end")
+            return (BackupArea.on_member(e.member, rec.offset, rec.length,
+                                         sbset.newest.set_uuid, rec.reshape_id), None)
+    return None, rec.describe()
 
 
 def reshape_opener(backup_file: str | os.PathLike[str] | None = None) -> Any:

@@ -90,6 +90,14 @@ def calc_sb_1_csum(buf: bytes | bytearray | memoryview, max_dev: int) -> int:
     return ((total & 0xFFFFFFFF) + (total >> 32)) & 0xFFFFFFFF
 
 
+def written_size(max_dev: int) -> int:
+    """Bytes of the 4 KiB block a superblock update writes: header and dev_roles rounded
+    up to whole sectors, as mdadm (store_super1) and md (sb_size, per logical block)
+    write them. The rest of the block is left as it is: the reshape note lives there
+    (fuseraid/migration/note.py)."""
+    return -(-(SB_HEADER + 2 * max_dev) // SECTOR) * SECTOR
+
+
 def encode_time(seconds: float) -> int:
     """md time stamp: seconds in the low 40 bits, microseconds in the high 24."""
     whole = int(seconds)

@@ -2,7 +2,9 @@
 failed, the member-error policy hook and the retry-degraded-once rule.
 
 A driver is synchronous: the engine calls one method per request from a worker thread and
-the driver does all of that request's member I/O in that thread.
+the driver does all of that request's member I/O in that thread; or, for a small request,
+from the trio thread inside a non-blocking section (member/nowait.py), where its reads
+come from the page cache or raise WouldBlock and its writes are deferred.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from fuseraid.errors import FuseraidError, MemberIOError
 from fuseraid.layout import make_layout
+from fuseraid.member import nowait
 
 T = TypeVar("T")
 
@@ -24,6 +27,8 @@ PAGE_SECTORS = PAGE // 512
 class MemberLike(Protocol):
     """The part of fuseraid.member.device.Member a driver uses."""
 
+    @property
+    def fd(self) -> int: ...
     def preadinto(self, buf: Any, off: int) -> Any: ...
     def preadv(self, bufs: Sequence[Any], off: int) -> Any: ...
     def pwrite(self, off: int, data: Any) -> Any: ...
@@ -129,7 +134,18 @@ class Driver:
     def _pwrite_all(self, writes: Sequence[tuple[int, int, Any]]) -> None:
         """Write (role, dev_off, data) triples, one pwritev per run of adjacent member
         bytes. All new contents were computed before, so a role that fails here just
-        drops out (the policy fails it): the rest stays consistent without it."""
+        drops out (the policy fails it): the rest stays consistent without it.
+        Inside a non-blocking section the writes are deferred to a worker thread as they
+        are (the section refuses later reads of these bytes)."""
+        sec = nowait.current()
+        if sec is not None:
+            for role, off, data in writes:
+                slot = self.slots[role]
+                if slot is not None:
+                    sec.will_write(slot.member.fd, slot.data_offset + off,
+                                   memoryview(data).nbytes)
+            sec.defer(self, list(writes))
+            return
         for role, off, bufs in _runs(writes):
             slot = self.slots[role]
             if slot is None:  # failed earlier in this same batch
@@ -143,7 +159,10 @@ class Driver:
                 self._fail(role, exc)
 
     def _fail(self, role: int, exc: MemberIOError) -> None:
-        """Hand a member error to the engine's policy; it must fail the role or raise."""
+        """Hand a member error to the engine's policy; it must fail the role or raise.
+        Never from a non-blocking section: failing a member commits superblocks."""
+        if nowait.current() is not None:
+            raise nowait.WouldBlock
         self.on_member_error(role, exc)
         if self.slots[role] is not None:
             raise exc
