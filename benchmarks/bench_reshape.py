@@ -8,7 +8,9 @@ memory path, not a disk):
   geometry holds) and `dd` writing every new member's new data area (what the new one
   holds, conv=fsync), bs=1M; ratio = migration MiB/s / dd MiB/s (same byte count);
 - foreground 4 KiB random read IOPS on the live Array while the migrator runs flat out,
-  vs idle just before (ratio = during / idle).
+  vs idle just before (ratio = during / idle);
+- the live pass's MiB/s (start_live_reshape on the assembled Array until it finished,
+  one task doing those reads meanwhile) and its ratio to the same run's dd.
 
 The migrations run in a fresh interpreter each (as a freshly started daemon would):
 the allocator state left by building the array changes how fast multi-MiB allocations
@@ -83,6 +85,13 @@ def _array(folder: Path, member_mib: int, offset_mib: int) -> tuple[list[Path], 
         for m in members:
             m.close()
     return paths, [extra], size
+
+
+def size_mib(member_mib: int, offset_mib: int) -> float:
+    """The array's content in MiB (what _array builds)."""
+    chunk = 512 * 1024
+    dev = (member_mib - offset_mib - 2) * MIB // chunk * chunk
+    return 3 * dev / MIB
 
 
 def _dd(args: list[str]) -> None:
@@ -213,10 +222,13 @@ def main() -> None:
                       f"{dd:7.1f} MiB/s   ratio {mig / dd:.2f}", flush=True)
                 idle, during, took = bench_live(folder / "live", a.member_mib,
                                                 a.data_offset_mib, a.seconds, c)
+                live = size_mib(a.member_mib, a.data_offset_mib) / took
                 ratios.setdefault(f"{c} iops", []).append(during / idle)
+                ratios.setdefault(f"{c} live copy", []).append(live / dd)
                 print(f"{name}: 4 KiB random read IOPS idle {idle:7.0f}   during "
-                      f"migration {during:7.0f} (live pass {took:.2f} s)   ratio "
-                      f"{during / idle:.2f}", flush=True)
+                      f"migration {during:7.0f}   ratio {during / idle:.2f};   live pass "
+                      f"{live:7.1f} MiB/s ({took:.2f} s, start included)   ratio to dd "
+                      f"{live / dd:.2f}", flush=True)
     print("medians: " + "   ".join(f"{k} {statistics.median(v):.2f}"
                                    for k, v in ratios.items()))
 

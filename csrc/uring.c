@@ -68,22 +68,28 @@ int fr_ring_write(fr_ring *r, const fr_op *ops, unsigned n)
         io_uring_sqe_set_data64(sqe, op->tag);
         queued++;
     }
-    if (queued == 0)
-        return 0;
-    /* The SQEs are in the shared ring now: a failed io_uring_enter (EAGAIN, EINTR)
-     * leaves them there and the next submit (fr_ring_reap retries) sends them. The
-     * caller bounds the writes in flight by the ring size, so the CQ cannot overflow. */
-    if (io_uring_submit(&r->ring) < 0)
+    if (queued)
         r->unsent = 1;
     return (int)queued;
+}
+
+int fr_ring_submit(fr_ring *r)
+{
+    if (!r->unsent)
+        return 0;
+    /* A failed io_uring_enter (EAGAIN, EINTR) leaves the SQEs in the shared ring and
+     * the next call sends them. The caller bounds the writes in flight by the ring
+     * size, so the CQ cannot overflow. */
+    int rc = io_uring_submit(&r->ring);
+    if (rc >= 0)
+        r->unsent = 0;
+    return rc;
 }
 
 unsigned fr_ring_reap(fr_ring *r, fr_done *out, unsigned max)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
-    if (r->unsent && io_uring_submit(&r->ring) >= 0)
-        r->unsent = 0;
     io_uring_for_each_cqe(&r->ring, head, cqe) {
         if (n == max)
             break;

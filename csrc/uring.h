@@ -26,9 +26,13 @@ typedef struct {
 fr_ring *fr_ring_open(unsigned entries, int *err);
 int fr_ring_eventfd(fr_ring *ring);
 void fr_ring_close(fr_ring *ring);
-/* Queue and submit up to n writes; returns how many were queued (fewer when the
- * submission queue is full). Each queued write completes exactly once. */
+/* Queue up to n writes (no syscall); returns how many were queued (fewer when the
+ * submission queue is full). Each queued write completes exactly once, after a
+ * fr_ring_submit. */
 int fr_ring_write(fr_ring *ring, const fr_op *ops, unsigned n);
+/* Hand every queued write to the kernel (one io_uring_enter); >= 0 or -errno (the
+ * writes stay queued and the next call retries). */
+int fr_ring_submit(fr_ring *ring);
 /* Harvest up to max completions without waiting; returns how many. */
 unsigned fr_ring_reap(fr_ring *ring, fr_done *out, unsigned max);
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pattern import secpat
 
-import fuseraid.engine.array as array_mod
+import fuseraid.engine.background as background_mod
 from fuseraid.engine.assemble import assemble, open_array
 from fuseraid.engine.create import create
 from fuseraid.errors import FuseraidError
@@ -297,8 +297,8 @@ async def test_spare_takes_over_a_failed_role(md_fixture, tmp_path):
 
 
 async def test_rebuild_resumes_from_checkpoint(md_fixture, tmp_path, monkeypatch):
-    monkeypatch.setattr(array_mod, "BATCH_BYTES", 64 * 1024)
-    monkeypatch.setattr(array_mod, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(background_mod, "BATCH_BYTES", 64 * 1024)
+    monkeypatch.setattr(background_mod, "CHECKPOINT_SECONDS", 0.0)
     meta, paths = md_fixture("r5-4-left-symmetric-c64-degraded")
     new = blank(tmp_path / "new.img", 4 << 20)
     async with open_array(paths) as array:
@@ -354,7 +354,7 @@ async def test_unclean_stop_resyncs(md_fixture):
 
 
 async def test_resync_checkpoint_on_clean_stop(md_fixture, monkeypatch):
-    monkeypatch.setattr(array_mod, "BATCH_BYTES", 192 * 1024)
+    monkeypatch.setattr(background_mod, "BATCH_BYTES", 192 * 1024)
     _, paths = md_fixture("r6-5-left-symmetric-c64")
     for p in paths:  # md stopped while active: everything needs a resync
         sb = read_superblock(p)
@@ -422,7 +422,7 @@ def test_random_requests_match_model(small_raid6, ops):
 async def test_writes_during_rebuild(md_fixture, tmp_path, monkeypatch, name):
     """Foreground writes on both sides of the rebuild border while it moves: parity must
     never be computed from the new member's not-yet-rebuilt bytes."""
-    monkeypatch.setattr(array_mod, "BATCH_BYTES", 128 * 1024)
+    monkeypatch.setattr(background_mod, "BATCH_BYTES", 128 * 1024)
     meta, paths = md_fixture(name)
     size = meta["array_bytes"]
     model = bytearray(secpat(1, size))

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-import fuseraid.engine.array as array_mod
+import fuseraid.engine.background as background_mod
 from fuseraid.engine.assemble import assemble, open_array
 from fuseraid.member.device import Member
 from fuseraid.superblock.codec import (
@@ -146,7 +146,7 @@ async def test_failure_while_rebuild_starts_reaches_full_driver(md_fixture, tmp_
         victim = array.role_holders()[3].member
         thread: list[threading.Thread] = []
         seen: list[object] = []
-        real_slot, real_rv = array_mod.Slot, array_mod.RecoveringVolume
+        real_slot, real_rv = background_mod.Slot, background_mod.RecoveringVolume
 
         def slot(member, offset):
             if member.path == str(new) and not thread:
@@ -161,8 +161,8 @@ async def test_failure_while_rebuild_starts_reaches_full_driver(md_fixture, tmp_
             seen.append(full.slots[3])
             return real_rv(degraded, full, role, border)
 
-        monkeypatch.setattr(array_mod, "Slot", slot)
-        monkeypatch.setattr(array_mod, "RecoveringVolume", recovering)
+        monkeypatch.setattr(background_mod, "Slot", slot)
+        monkeypatch.setattr(background_mod, "RecoveringVolume", recovering)
         await array.add(str(new))  # no nursery: the rebuild runs here
         assert seen == [None]
         assert len(array._slot_lists) == 1  # the rebuild's list was handed back

@@ -91,3 +91,27 @@ def test_pieces_split_exactly_at_the_border(tmp_path: Path) -> None:
     finally:
         for m in members:
             m.close()
+
+
+def test_border_moving_during_a_read_keeps_its_split(tmp_path: Path) -> None:
+    """The migrator moves the border while a read runs (a window under a shared lock).
+    A read straddling the border must serve both pieces by the border it started with:
+    bytes above it are still in the old layout (the migrator copies the next window
+    from there), and the new layout there holds nothing yet. Judging the second piece
+    by the moved border sent it to the new driver and returned stale bytes."""
+    unit = 192 * KIB
+    vol, members, model = _setup(tmp_path, unit, FORWARD)
+    try:
+        first = vol.new
+        real_read = first.read
+
+        def read_then_move(off: int, n: int) -> bytes:
+            out = real_read(off, n)
+            vol.border = 2 * unit  # as if the next window landed meanwhile
+            return out
+
+        first.read = read_then_move
+        assert vol.read(0, 2 * unit) == bytes(model[: 2 * unit])
+    finally:
+        for m in members:
+            m.close()

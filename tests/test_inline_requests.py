@@ -88,7 +88,7 @@ def test_section_defers_driver_writes(tmp_path: Path, level: int, disks: int) ->
     assert [Path(p).read_bytes() for p in paths] == before  # deferred, not done
     assert sec.deferred
     for owner, writes in sec.deferred:
-        owner._pwrite_all(writes)
+        owner.write_blocks(writes)
     assert drv.read(12288, 4096) == new
     assert drv.scrub(0, drv.rows) == 0
     for s in slots:

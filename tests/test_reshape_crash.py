@@ -323,8 +323,8 @@ def _kill_run(tmp: Path, name: str, seed: int, kills: int,
                 proc.wait()
         lines = (first + out).decode().splitlines()
         started = started or "S" in lines or active
-        before = bytes(model)
         pending = _apply_log(model, lines)
+        before = bytes(model)  # "old" for the cut write: after this round's acknowledged ones
         still, now = _current(tmp, everything, len(model))
         mid += still
         if pending is not None:

@@ -187,7 +187,7 @@ def test_every_window_of_every_far_plan_is_safe(
     roles = max(old.raid_disks, new.raid_disks)
     size = o_old + old.dev_size + tail * 4 * KIB
     req = Request(level=new.level, raid_disks=new.raid_disks, chunk=new.chunk or None,
-                  layout=new.layout)
+                  layout=new.layout, single_copy=True)
     exposed = min(old.array_size, new.array_size)
     try:
         p = plan_reshape(old, [o_old] * old.raid_disks, [size] * roles, req, exposed=exposed,
@@ -238,7 +238,7 @@ def test_plans_dropping_the_old_far_copies_are_safe() -> None:
         for new in TARGETS:
             for head, tail in ((0, 0), (0, 8), (8, 0), (2, 2), (24, 24)):
                 req = Request(level=new.level, raid_disks=new.raid_disks,
-                              chunk=new.chunk or None, layout=new.layout)
+                              chunk=new.chunk or None, layout=new.layout, single_copy=True)
                 o_old = 16 * KIB + head * 4 * KIB
                 sizes = [o_old + old.dev_size + tail * 4 * KIB] * 5
                 try:
@@ -280,7 +280,10 @@ def test_far_source_keeps_its_far_copies_when_the_room_allows() -> None:
     about dev/6 of room before the data; with less, the pass keeps the near copies only
     (in place, backward) rather than refuse."""
     f2 = Geometry(10, 4, F2, C, 3 << 20)
-    req = Request(level=5, raid_disks=4, chunk=C)
+    req = Request(level=5, raid_disks=4, chunk=C, single_copy=True)
+    with pytest.raises(GeometryError, match="--single-copy"):  # never implied
+        plan_reshape(f2, [64 * KIB] * 4, [(64 + 256) * KIB + (3 << 20)] * 4,
+                     Request(level=5, raid_disks=4, chunk=C))
     roomy = plan_reshape(f2, [1 << 20] * 4, [4 << 20] * 4, req)
     assert not roomy.old_near_only and roomy.direction == FORWARD and roomy.delta < 0
     tight = plan_reshape(f2, [64 * KIB] * 4, [(64 + 256) * KIB + (3 << 20)] * 4, req)
@@ -420,7 +423,8 @@ def test_far_source_without_room_keeps_near_copies(tmp_path: Path) -> None:
     paths, extras, content = make_array(tmp_path, Geometry(10, 4, F2, C, DEV),
                                         member_bytes=80 * KIB + DEV, data_offset=16 * KIB)
     with open_members(paths) as ms:
-        plan, r = begin_reshape(ms.sbset, ms.by_role, Request(level=5, raid_disks=4, chunk=C))
+        plan, r = begin_reshape(ms.sbset, ms.by_role,
+                                Request(level=5, raid_disks=4, chunk=C, single_copy=True))
         assert r is not None and plan.old_near_only
         run_offline(r)
     g, data, bad = read_array(paths)
@@ -430,7 +434,8 @@ def test_far_source_without_room_keeps_near_copies(tmp_path: Path) -> None:
                              member_bytes=80 * KIB + DEV, data_offset=16 * KIB)
     with open_members(paths[1:]) as ms, \
             pytest.raises(FuseraidError, match=r"near copies .* role\(s\) 0 missing"):
-        begin_reshape(ms.sbset, ms.by_role, Request(level=5, raid_disks=4, chunk=C))
+        begin_reshape(ms.sbset, ms.by_role,
+                      Request(level=5, raid_disks=4, chunk=C, single_copy=True))
 
 
 def test_near_only_target_with_a_member_missing_is_refused(tmp_path: Path) -> None:
@@ -471,10 +476,12 @@ SCENARIOS = {
                            16 * KIB + DEV, 16 * KIB, 1, None, True),
     # little room: the old far copies are not kept (old_near_only)
     "f2-source-near-copies": (Geometry(10, 4, F2, C, DEV),
-                              Request(level=5, raid_disks=4, layout=2, chunk=C),
+                              Request(level=5, raid_disks=4, layout=2, chunk=C,
+                                      single_copy=True),
                               80 * KIB + DEV, 16 * KIB, 0, None, False),
     "f2-source-in-place": (Geometry(10, 4, F2, C, DEV),
-                           Request(level=5, raid_disks=4, layout=2, chunk=C),
+                           Request(level=5, raid_disks=4, layout=2, chunk=C,
+                                   single_copy=True),
                            16 * KIB + DEV, 16 * KIB, 0, None, True),
 }
 DROPS = {"f2-source-near-copies", "f2-source-in-place"}

@@ -9,9 +9,9 @@ one and at the end of each batch; writes to the batch wait until it is committed
   path), never loses an acknowledged write; the write cut by the kill is old-or-new
   per byte.
 
-Scenarios from test_reshape_crash: forward grow (batches under a shared lock, one
-commit per batch), same size with headroom (every window needs the one before it
-committed: exclusive batches), in place through the backup file (one window per batch)."""
+Scenarios from test_reshape_crash: forward grow (one commit per batch), same size with
+headroom (every window needs the one before it committed), in place through the backup
+file (one window per batch). Batches of several windows hold their span exclusively."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ from fuseraid.migration.resume import open_members, resume_reshape
 # name: test_reshape_crash's scenario tuple, and the max window
 SCENARIOS = {name: (sc, SMALL_WINDOW) for name, sc in CRASH_SCENARIOS.items()}
 # little headroom, full-size windows: the rule allows one window per commit (as for
-# raid5 4 -> raid6 5 disks), so batches of several windows are exclusive
+# raid5 4 -> raid6 5 disks), so batches commit before each window
 SCENARIOS["same-size-tight"] = ((Geometry(6, 4, 2, 16 * KIB, 1024 * KIB), Request(layout=9),
                                  1024 * KIB + 64 * KIB, 64 * KIB, 0, None, False), MAX_WINDOW)
 FAST = ("forward-grow", "same-size-tight", "in-place-backup")
@@ -95,15 +95,16 @@ def _batches(name: str, tmp: Path, room: int) -> list[Batch]:
 
 def test_batch_lock_modes(tmp_path: Path) -> None:
     grow = _batches("forward-grow", tmp_path / "g", 8)
-    # the slack grows with the border: later batches take several windows under a
-    # shared lock, one commit each
-    assert any(len(b.windows) > 1 and not b.exclusive for b in grow)
+    # batches take several windows (exclusively: a shared multi-window batch let a
+    # reader of the old layout race the batch's writes)
+    assert any(len(b.windows) > 1 for b in grow)
     tight = _batches("same-size-tight", tmp_path / "s", 8)
-    # the rule allows one window per commit: batches of several are exclusive
-    assert all(b.exclusive for b in tight if len(b.windows) > 1)
     assert any(len(b.windows) > 1 for b in tight)
     inplace = _batches("in-place-backup", tmp_path / "i", 8)
-    assert all(len(b.windows) == 1 and b.exclusive for b in inplace if b.windows[0][2])
+    assert all(len(b.windows) == 1 for b in inplace if b.windows[0][2])
+    # one plain window: shared (the per-window protocol); several, or backed up: exclusive
+    assert all(b.exclusive == (len(b.windows) > 1 or b.windows[0][2])
+               for b in grow + tight + inplace)
 
 
 @pytest.mark.parametrize("name", ["forward-grow", "same-size-tight"])

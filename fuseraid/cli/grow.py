@@ -56,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="file for window backups when the data offset cannot move (default: "
                         "the free tail of an --add member, if it has room); its place is "
                         "recorded on the members, so a resume needs no option")
+    p.add_argument("--single-copy", dest="single_copy", action="store_true",
+                   help="raid10 far source without room or backup file: accept one copy "
+                        "of the data not yet moved while the reshape runs")
     p.add_argument("--speed-limit", dest="speed_limit", type=str,
                    help="at most this many bytes per second (K/M suffix)")
     p.add_argument("--wait", action="store_true", help="return when the reshape finished")
@@ -73,7 +76,8 @@ def _request(args: argparse.Namespace, current_level: int) -> Request:
         layout = (int(args.layout) if args.layout.isdigit()
                   else layout_number(current_level if level is None else level, args.layout))
     return Request(level=level, raid_disks=args.raid_devices,
-                   chunk=parse_size(args.chunk) if args.chunk else None, layout=layout)
+                   chunk=parse_size(args.chunk) if args.chunk else None, layout=layout,
+                   single_copy=args.single_copy)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         chunk=parse_size(args.chunk) if args.chunk else None,
         layout=layout_arg,
         add=[os.path.abspath(p) for p in args.add],
+        single_copy=args.single_copy,
         backup_file=os.path.abspath(args.backup_file) if args.backup_file else None,
         speed_limit=parse_size(args.speed_limit) if args.speed_limit else None,
         array_size=parse_size(args.array_size) if args.array_size else None,

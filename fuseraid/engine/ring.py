@@ -3,7 +3,9 @@
 A small write is computed on the trio thread (member/nowait.py); what is left are a few
 positioned writes. A worker-thread hop for them costs ~10x their syscalls (wakeups and
 GIL hand-offs), so they go to the kernel's io_uring instead: the requesting task queues
-them and sleeps; one reaper task (owned by the array's nursery) wakes when the ring's
+them in the ring (no syscall) and sleeps; at the end of the scheduler pass (a trio
+instrument's before_io_wait) one io_uring_enter hands every write queued in that pass to
+the kernel; one reaper task (owned by the array's nursery) wakes when the ring's
 eventfd says completions wait, and wakes the tasks whose writes are all done.
 
 A write that fails or comes back short is not judged here: the caller issues it again
@@ -19,6 +21,7 @@ and no task is left asleep while the kernel may still write.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +49,7 @@ class WriteRing:
         # tag -> (batch, index, buffer kept alive until the kernel is done with it)
         self._flight: dict[int, tuple[_Batch, int, Any]] = {}
         self._backlog: deque[tuple[int, int, Any, int]] = deque()
+        self._unsent = False  # writes queued in the ring, not yet handed to the kernel
         self.running = True
         self.done = trio.Event()
         self._scope = trio.CancelScope()
@@ -68,6 +72,9 @@ class WriteRing:
         -errno. Returns when every item is complete."""
         if not self.running:
             raise trio.ClosedResourceError("the write ring is stopped")
+        if not items:
+            await trio.lowlevel.checkpoint()
+            return []
         batch = _Batch(len(items))
         for i, (fd, off, data) in enumerate(items):
             buf = uring.buffer(data)
@@ -77,13 +84,10 @@ class WriteRing:
             self._backlog.append((fd, off, buf, tag))
         self.writes += len(items)
         self._pump()
-        self._reap()  # the kernel may have completed them during the submit
-        if batch.left:
-            self.waits += 1
-            await trio.lowlevel.wait_task_rescheduled(
-                lambda _: trio.lowlevel.Abort.FAILED)
-        else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        # sent at the end of this scheduler pass (before_io_wait), with every other
+        # task's writes of the pass: one io_uring_enter for all
+        self.waits += 1
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         return batch.results
 
     def _pump(self) -> None:
@@ -96,19 +100,33 @@ class WriteRing:
         queued = self._ring.write(take)
         for item in reversed(take[queued:]):
             self._backlog.appendleft(item)
+        self._unsent |= queued > 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        """Trio instrument hook, once per scheduler pass: send the pass's writes."""
+        if self._unsent:
+            self._submit()
+
+    def _submit(self) -> None:
+        rc = self._ring.submit()
+        if rc >= 0:
+            self._unsent = False
+        else:  # kept queued: the next pass tries again
+            log.warning("io_uring submit: %s", os.strerror(-rc))
 
     def _reap(self) -> None:
         for tag, res in self._ring.reap():
             batch, i, _buf = self._flight.pop(tag)
             batch.results[i] = res
             batch.left -= 1
-            if batch.left == 0 and batch.task is not trio.lowlevel.current_task():
+            if batch.left == 0:
                 trio.lowlevel.reschedule(batch.task)
         if self._backlog:
             self._pump()
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The reaper; closes the ring when it ends, after every write in flight."""
+        trio.lowlevel.add_instrument(self)
         try:
             with self._scope:
                 task_status.started()
@@ -120,10 +138,12 @@ class WriteRing:
             self.running = False
             with trio.CancelScope(shield=True):
                 while self._flight:
+                    self._submit()
                     self._ring.clear_eventfd()
                     self._reap()
                     if self._flight:
                         await trio.sleep(0.001)
+            trio.lowlevel.remove_instrument(self)
             self._ring.close()
             self.done.set()
             log.debug("io_uring: %d writes, %d waits", self.writes, self.waits)

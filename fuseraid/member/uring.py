@@ -37,9 +37,9 @@ class Ring:
         self._done = ffi.new("fr_done[]", 2 * entries)
 
     def write(self, items: Sequence[tuple[int, int, Any, int]]) -> int:
-        """Queue writes (fd, offset, cdata buffer from ffi.from_buffer, tag); returns
-        how many were queued (fewer when the ring is full). The caller keeps each
-        buffer alive until its completion is reaped."""
+        """Queue writes (fd, offset, cdata buffer from ffi.from_buffer, tag) without a
+        syscall; returns how many were queued (fewer when the ring is full). submit()
+        sends them. The caller keeps each buffer alive until its completion is reaped."""
         n = min(len(items), self.entries)
         ops = self._ops
         for i in range(n):
@@ -47,6 +47,10 @@ class Ring:
             op = ops[i]
             op.fd, op.off, op.tag, op.buf, op.len = fd, off, tag, buf, len(buf)
         return int(lib.fr_ring_write(self._ring, ops, n))
+
+    def submit(self) -> int:
+        """Hand the queued writes to the kernel: one syscall for all of them."""
+        return int(lib.fr_ring_submit(self._ring))
 
     def reap(self) -> list[tuple[int, int]]:
         """Completions waiting now, as (tag, result: bytes written or -errno)."""

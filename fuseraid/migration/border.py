@@ -6,7 +6,6 @@ writes touching the window wait on the array's range lock, which the migrator ho
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from fuseraid.engine.levels.raid456 import Raid456Driver
@@ -41,15 +40,20 @@ class Border:
             return off < self.border
         return off >= self.border
 
-    def pieces(self, off: int, n: int) -> Iterator[tuple[Any, int, int]]:
-        """(driver, offset, length) for the parts of [off, off+n) on each side."""
+    def pieces(self, off: int, n: int) -> list[tuple[Any, int, int]]:
+        """(driver, offset, length) for the parts of [off, off+n) on each side, all
+        judged by ONE reading of the border: the migrator may move it while a request
+        runs (a window under a shared lock), and a side judged by a later reading would
+        send bytes below the first split to the wrong driver."""
         b = self.border
         end = off + n
+        fwd = self.direction == FORWARD
+        below, above = (self.new, self.old) if fwd else (self.old, self.new)
         if off < b < end:
-            yield (self.new if self.new_side(off) else self.old), off, b - off
-            yield (self.new if self.new_side(b) else self.old), b, end - b
-        elif n:
-            yield (self.new if self.new_side(off) else self.old), off, n
+            return [(below, off, b - off), (above, b, end - b)]
+        if n:
+            return [(below if off < b else above, off, n)]
+        return []
 
     # ---- volume interface -------------------------------------------------------------
     def _check(self, off: int, n: int) -> None:
@@ -150,7 +154,7 @@ class RowWriter:
 
         def put() -> None:
             if len(drv.missing()) > drv.max_missing:
-                raise drv._too_degraded("writing")
+                raise drv.too_degraded("writing")
             have = drv._have
             writes: list[tuple[int, int, Any]] = []
             for i in range(rows):
@@ -170,8 +174,8 @@ class RowWriter:
                     xor_into(p, blocks)
                 if have(rm.p_role):
                     writes.append((rm.p_role, r * c, p))
-            drv._pwrite_all(writes)
+            drv.write_blocks(writes)
             if len(drv.missing()) > drv.max_missing:
-                raise drv._too_degraded("the write just done")
+                raise drv.too_degraded("the write just done")
 
         drv._retrying(put)

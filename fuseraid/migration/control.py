@@ -26,6 +26,7 @@ def request_from_args(args: dict[str, Any], current_level: int) -> Request:
         raid_disks=None if args.get("raid_disks") is None else int(args["raid_disks"]),
         chunk=None if args.get("chunk") is None else int(args["chunk"]),
         layout=None if layout is None else int(layout),
+        single_copy=bool(args.get("single_copy", False)),
     )
 
 

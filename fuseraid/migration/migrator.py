@@ -37,7 +37,7 @@ from fuseraid.superblock.codec import MD_DISK_ROLE_SPARE, MD_FEATURE_RECOVERY_OF
 
 log = logging.getLogger("fuseraid.migration")
 Hook = Callable[[str], None]
-YIELD_SECONDS = 0.002  # pause between windows while foreground requests wait
+YIELD_SECONDS = 0.002  # pause after a batch foreground requests had to wait for
 
 
 def _no_hook(step: str) -> None:
@@ -204,7 +204,7 @@ class Reshape:
 
     def write_window(self, start: int, end: int, data: Any, *, commit: bool = True) -> None:
         """Write the window in the new geometry, make it durable, move the border.
-        commit=False moves only the in-memory border; checkpoint() commits it later
+        commit=False moves only the in-memory border; commit_border() commits it later
         (run_live's batches: the caller keeps writes off the uncommitted range and
         checks every window against the durable border, `durable`)."""
         self.hook("write")
@@ -274,7 +274,7 @@ class Reshape:
         while windows are copied with commit=False."""
         return checkpoint.border_of(self.sbset.newest)
 
-    def checkpoint(self) -> None:
+    def commit_border(self) -> None:
         """Commit the in-memory border (after windows copied with commit=False)."""
         if self.durable != self.border:
             self.hook("commit")
@@ -373,8 +373,8 @@ async def run_live(
         await trio.to_thread.run_sync(reshape.replay_backup)
         pacer = Pacer(control.speed_limit)
         room = 1  # windows the next batch may take: doubles while nobody waits on one
-        stats = {"batches": 0, "windows": 0, "waited": 0, "t0": time.monotonic(),
-                 "bytes": 0}
+        stats: dict[str, float] = {"batches": 0, "windows": 0, "waited": 0, "bytes": 0,
+                                   "cpu": 0.0, "busy": 0.0, "t0": time.monotonic()}
         while not reshape.done:
             await control.wait_unpaused()
             if pacer.limit != control.speed_limit:
@@ -384,13 +384,15 @@ async def run_live(
             lo, hi = batch.span
             req = await lock.acquire(lo, hi, exclusive=batch.exclusive)
             try:
-                await trio.to_thread.run_sync(copy_batch, reshape, batch)
+                cpu, busy = await trio.to_thread.run_sync(copy_batch, reshape, batch)
+                stats["cpu"] += cpu
+                stats["busy"] += busy
                 waited = lock.waiting(lo, hi) > 0
             finally:
                 lock.release(req)
             if not batch.exclusive:
-                # barrier: readers that may still be reading the batch's old layout
-                # finish before the next batch's writes may overwrite it
+                # barrier: readers that may still be reading the window's old layout
+                # finish before the next window's writes may overwrite it
                 async with lock.exclusive(lo, hi):
                     pass
             room = 1 if waited else min(2 * room, MAX_ROOM)
@@ -406,9 +408,10 @@ async def run_live(
             await trio.to_thread.run_sync(reshape.finish)
             on_finished(reshape.final_volume())
         took = time.monotonic() - stats["t0"]
-        log.info("reshape: %d windows in %d batches (%d waited on), %.0f MiB in %.2f s",
-                 stats["windows"], stats["batches"], stats["waited"],
-                 stats["bytes"] / (1 << 20), took)
+        log.info("reshape: %d windows in %d batches (%d waited on), %.0f MiB in %.2f s; "
+                 "copying %.2f s of it, using %.2f s of CPU", stats["windows"],
+                 stats["batches"], stats["waited"], stats["bytes"] / (1 << 20), took,
+                 stats["busy"], stats["cpu"])
     except (FuseraidError, OSError) as e:
         # the durable state is consistent at every instant: stop, report, keep serving
         control.error = str(e)
@@ -423,14 +426,19 @@ MAX_ROOM = 64  # windows one batch may take
 
 @dataclass(frozen=True)
 class Batch:
-    """Windows run_live copies in one worker hop, and how it locks them: shared when
-    every window after the first keeps off the old data from the durable border on
-    (then one commit at the end, and readers of the old layout are safe), exclusive
-    when a window needs the ones before it committed first (its writes may overwrite
-    their old layout, so nobody may be reading it), and for a backed-up window."""
+    """Windows run_live copies in one worker hop. One window without a backup: a shared
+    lock (reads go on from the old layout, which the safety rule keeps intact while the
+    window is copied) and a barrier after it, the per-window protocol of docs/reshape.md.
+    Several windows, or a backed-up one: an EXCLUSIVE lock on the span, since a window's
+    new-layout writes may land on old-layout bytes of the batch (the previous window's
+    once committed, or its own in place). (Shared multi-window batches let a reader of
+    the old layout return stale bytes; tests/test_reshape_live.py caught it.)"""
 
     windows: tuple[tuple[int, int, bool], ...]
-    exclusive: bool
+
+    @property
+    def exclusive(self) -> bool:
+        return len(self.windows) > 1 or self.windows[0][2]
 
     @property
     def span(self) -> tuple[int, int]:
@@ -439,45 +447,45 @@ class Batch:
 
 def plan_batch(reshape: Reshape, room: int) -> Batch:
     """Up to `room` windows from the border (at most MAX_BATCH bytes); the durable
-    border equals the in-memory one here (every batch ends with a commit)."""
+    border equals the in-memory one here (every batch ends with a commit). A window that
+    needs a backup is a batch of its own (its record must start at the durable border)."""
     plan, pos = reshape.plan, reshape.border
     forward = plan.direction == FORWARD
     windows: list[tuple[int, int, bool]] = []
-    exclusive = False
     while len(windows) < room and (pos < plan.end if forward else pos > 0):
         s, e, b = plan.next_window(pos)
-        if b:  # in place: alone, exclusive, committed at once (its record is at the border)
-            return Batch(((s, e, b),), True) if not windows else Batch(tuple(windows),
-                                                                         exclusive)
-        if windows and not exclusive and not reshape.safe_from_durable(s, e):
-            if len(windows) > 1:
-                break  # keep the shared batch: it ends with the commit this one needs
-            exclusive = True  # the rule allows one window per commit: copy_batch commits
+        if b:
+            if windows:
+                break
+            return Batch(((s, e, b),))
         windows.append((s, e, False))
         pos = e if forward else s
         if sum(w[1] - w[0] for w in windows) >= MAX_BATCH:
             break
-    return Batch(tuple(windows), exclusive)
+    return Batch(tuple(windows))
 
 
-def copy_batch(reshape: Reshape, batch: Batch) -> None:
+def copy_batch(reshape: Reshape, batch: Batch) -> tuple[float, float]:
     """In a worker thread, under the batch's lock: copy its windows, committing only when
     the next window's writes would reach old data the durable border still needs, and
     once at the end (so the batch is durable before its lock is released). On an error
     the in-memory border goes back to the durable one: the old layout from there on is
-    intact and holds the same bytes (writes to the batch were waiting)."""
+    intact and holds the same bytes (writes to the batch were waiting). Returns (CPU,
+    wall) seconds this thread spent (the pass's log line)."""
+    cpu, t0 = time.thread_time(), time.perf_counter()
     try:
         for s, e, b in batch.windows:
             if b:
                 reshape.copy_window(s, e, True)
                 continue
             if not reshape.safe_from_durable(s, e):
-                reshape.checkpoint()
+                reshape.commit_border()
             reshape.copy_window(s, e, False, commit=False)
-        reshape.checkpoint()
+        reshape.commit_border()
     except BaseException:
         reshape.volume.border = reshape.durable
         raise
+    return time.thread_time() - cpu, time.perf_counter() - t0
 
 
 # ---- starting a reshape -------------------------------------------------------------

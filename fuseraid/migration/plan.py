@@ -39,6 +39,9 @@ class Request:
     raid_disks: int | None = None
     chunk: int | None = None
     layout: int | None = None
+    # accept a raid10 far source pass that keeps one copy of the data not yet moved
+    # (when neither room nor a backup file lets it keep both): never implied
+    single_copy: bool = False
 
 
 @dataclass(frozen=True)
@@ -433,6 +436,11 @@ def plan_reshape(
     order = [(True, False), (False, True), (True, True)] if backup else [(False, True)]
     for kind in order:
         if kind in found:
+            if kind[1] and not req.single_copy:
+                raise GeometryError(
+                    "this raid10 far array has no room to keep both copies while it moves: "
+                    "give --backup-file FILE to keep them, or --single-copy to accept one "
+                    "copy of the data not yet moved")
             return found[kind]
     best = found.get((True, False)) or found.get((True, True))
     if best is None:

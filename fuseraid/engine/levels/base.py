@@ -98,6 +98,14 @@ class Driver:
     def missing(self) -> list[int]:
         return [r for r, s in enumerate(self.slots) if s is None]
 
+    def too_degraded(self, what: str) -> MemberIOError:
+        """The error of a request that needs more members than are left (`what` names
+        the step); the caller raises it."""
+        return MemberIOError(
+            f"raid{self.level}: {what} needs more members than are left "
+            f"(missing roles {self.missing()})"
+        )
+
     # ---- member I/O ----------------------------------------------------------------
     def _slot(self, role: int) -> Slot:
         slot = self.slots[role]
@@ -131,10 +139,11 @@ class Driver:
             except MemberIOError as exc:
                 raise RoleFailed(role, exc) from exc
 
-    def _pwrite_all(self, writes: Sequence[tuple[int, int, Any]]) -> None:
-        """Write (role, dev_off, data) triples, one pwritev per run of adjacent member
-        bytes. All new contents were computed before, so a role that fails here just
-        drops out (the policy fails it): the rest stays consistent without it.
+    def write_blocks(self, writes: Sequence[tuple[int, int, Any]]) -> None:
+        """Write (role, dev_off, data) triples (dev_off from the role's data area), one
+        pwritev per run of adjacent member bytes. All new contents were computed before,
+        so a role that fails here just drops out (the policy fails it): the rest stays
+        consistent without it.
         Inside a non-blocking section the writes are deferred to a worker thread as they
         are (the section refuses later reads of these bytes)."""
         sec = nowait.current()

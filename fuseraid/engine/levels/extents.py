@@ -126,7 +126,7 @@ class ExtentDriver(Driver):
             at = ext.array_offset - off
             part = data[at : at + ext.length]
             writes += [(role, dev, part) for role, dev in self._writable(ext)]
-        self._pwrite_all(writes)
+        self.write_blocks(writes)
         for ext in exts:
             if not self._stored(ext):
                 raise self._lost(ext)
@@ -170,7 +170,7 @@ class ExtentDriver(Driver):
                         if (role, dev) in writable:
                             fixes.append((role, dev, first))
                 if repair:
-                    self._pwrite_all(fixes)
+                    self.write_blocks(fixes)
             count += len(differing) * (blk_len // 512)
         return count
 
@@ -196,7 +196,7 @@ class ExtentDriver(Driver):
             if not sources:
                 raise self._lost(ext)
             data = self._pread(sources[0][0], sources[0][1], ext.length)
-            self._pwrite_all([(role, dev, data) for dev in targets])
+            self.write_blocks([(role, dev, data) for dev in targets])
 
 
 def _far_start(geometry: Any) -> int | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fuseraid.errors import FuseraidError, MemberIOError
+from fuseraid.errors import FuseraidError
 from fuseraid.parity import gen_pq, rec_data_data, rec_data_q, xor_into
 
 from .base import PAGE, PAGE_SECTORS, Driver, OnMemberError, Slot
@@ -51,12 +51,6 @@ class Raid456Driver(Driver):
     # ---- helpers ---------------------------------------------------------------------
     def _have(self, role: int | None) -> bool:
         return role is not None and self.slots[role] is not None
-
-    def _too_degraded(self, what: str) -> MemberIOError:
-        return MemberIOError(
-            f"raid{self.level}: {what} needs more members than are left "
-            f"(missing roles {self.missing()})"
-        )
 
     def _qsrcs(self, rm: Any, data: list[Buf | None]) -> list[Buf | None]:
         srcs: list[Buf | None] = [None] * rm.q_width
@@ -98,7 +92,7 @@ class Raid456Driver(Driver):
             )
             data[x], data[y] = out_x, out_y
         else:
-            raise self._too_degraded("reconstruction")
+            raise self.too_degraded("reconstruction")
         return data  # type: ignore[return-value]
 
     def _read_blocks(self, roles: list[int], dev: int, length: int) -> dict[int, Buf]:
@@ -152,7 +146,7 @@ class Raid456Driver(Driver):
     # ---- write -----------------------------------------------------------------------
     def _write(self, off: int, data: memoryview) -> None:
         if len(self.missing()) > self.max_missing:
-            raise self._too_degraded("writing")
+            raise self.too_degraded("writing")
         rb = self.row_bytes
         # rows are disjoint on the members, so every row's new blocks are computed first
         # and written together: a sequential write becomes one pwritev per member
@@ -163,9 +157,9 @@ class Raid456Driver(Driver):
             e = min(end - r * rb, rb)
             self._write_row(r, s, e, data[pos - off : pos - off + e - s], writes)
             pos += e - s
-        self._pwrite_all(writes)
+        self.write_blocks(writes)
         if len(self.missing()) > self.max_missing:
-            raise self._too_degraded("the write just done")
+            raise self.too_degraded("the write just done")
 
     def _write_row(
         self, r: int, s: int, e: int, src: memoryview, writes: list[tuple[int, int, Buf]]
@@ -298,7 +292,7 @@ class Raid456Driver(Driver):
                     for role, want in ((rm.p_role, p), (rm.q_role, q))
                     if want is not None
                 ]
-        self._pwrite_all(fixes)
+        self.write_blocks(fixes)
         return count
 
     def _resync(self, start_row: int, end_row: int) -> None:
@@ -319,4 +313,4 @@ class Raid456Driver(Driver):
                     out = p if role == rm.p_role else q
                 if out is not None:  # None: a role the row does not use (not in md layouts)
                     writes.append((role, r * c, out))
-            self._pwrite_all(writes)
+            self.write_blocks(writes)
