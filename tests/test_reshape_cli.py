@@ -122,3 +122,17 @@ async def test_mount_option_backup_file_resumes(tmp_path: Path) -> None:
         assert array.reshape_control.error is None
     g, data, bad = read_array(paths)
     assert (g.layout, g.chunk) == (4, 8 * KIB) and data == content and bad == 0
+
+
+def test_grow_status_line_names_the_backup_and_a_stop() -> None:
+    from fuseraid.cli.grow import _describe
+
+    st = {"from": {"level": 5, "raid_disks": 4}, "to": {"level": 6, "raid_disks": 5},
+          "direction": "forward", "percent": 12.5, "paused": False,
+          "error": "raid6: writing needs more members than are left (missing roles [1, 2])",
+          "backup": {"kind": "file", "path": "/var/tmp/bk", "recorded": True}}
+    line = _describe(st)
+    assert line.startswith("raid5/4 -> raid6/5, forward, 12.5% done (stopped: raid6: ")
+    assert line.endswith("; backup file /var/tmp/bk")
+    assert _describe({**st, "error": None, "backup": None}) == (
+        "raid5/4 -> raid6/5, forward, 12.5% done")

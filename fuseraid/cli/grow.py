@@ -144,8 +144,13 @@ def _describe(st: dict[str, Any]) -> str:
         return str(st)
     a, b = st["from"], st["to"]
     state = " (paused)" if st.get("paused") else ""
-    return (f"raid{a['level']}/{a['raid_disks']} -> raid{b['level']}/{b['raid_disks']}, "
+    if st.get("error"):
+        state += f" (stopped: {st['error']})"
+    text = (f"raid{a['level']}/{a['raid_disks']} -> raid{b['level']}/{b['raid_disks']}, "
             f"{st['direction']}, {st['percent']}% done{state}")
+    if st.get("backup"):
+        text += "; " + describe_backup(st["backup"])
+    return text
 
 
 def describe_backup(where: dict[str, Any]) -> str:

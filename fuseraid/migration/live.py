@@ -162,6 +162,7 @@ def reshape_status(array: Any) -> dict[str, Any] | None:
         "paused": bool(control and control.paused),
         "speed_limit": control.speed_limit if control else None,
         "error": control.error if control else None,
+        "backup": getattr(r, "backup_where", None),
     }
 
 
