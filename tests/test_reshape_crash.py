@@ -323,19 +323,32 @@ def _kill_run(tmp: Path, name: str, seed: int, kills: int,
                 proc.wait()
         lines = (first + out).decode().splitlines()
         started = started or "S" in lines or active
-        pending = _apply_log(model, lines)
-        before = bytes(model)  # "old" for the cut write: after this round's acknowledged ones
-        still, now = _current(tmp, everything, len(model))
-        mid += still
-        if pending is not None:
-            off, n, data = pending
-            for j in range(n):
-                assert now[off + j] in (before[off + j], data[j]), f"byte {off + j}"
-            model[off : off + n] = now[off : off + n]
-        assert now == bytes(model), f"round {round_}: acknowledged data lost"
+        mid += check_after_kill(tmp, everything, model, lines, round_)
+    check_finished(paths, everything, model)
+    return mid
+
+
+def check_after_kill(tmp: Path, everything: list[Path], model: bytearray,
+                     lines: list[str], round_: int) -> bool:
+    """After a kill: every acknowledged write in the log is intact and the write the kill
+    cut is old-or-new per byte (then the model takes what is there). Returns whether the
+    reshape is still in progress."""
+    pending = _apply_log(model, lines)
+    before = bytes(model)  # "old" for the cut write: after this round's acknowledged ones
+    still, now = _current(tmp, everything, len(model))
+    if pending is not None:
+        off, n, data = pending
+        for j in range(n):
+            assert now[off + j] in (before[off + j], data[j]), f"byte {off + j}"
+        model[off : off + n] = now[off : off + n]
+    assert now == bytes(model), f"round {round_}: acknowledged data lost"
+    return still
+
+
+def check_finished(paths: list[Path], everything: list[Path], model: bytearray) -> None:
+    """The last run finished the reshape; the array is the model and scrubs 0."""
     with open_members(_with_sb(paths)) as ms:
         assert not ms.sb.reshape_active, "the reshape never finished"
     _, data, bad = read_array(_with_sb(everything))
     assert data[: len(model)] == bytes(model)
     assert bad == 0
-    return mid
