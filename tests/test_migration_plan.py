@@ -30,9 +30,11 @@ def r5(disks: int, layout: int = 2, chunk: int = 64 * KIB, dev: int = 3 * MIB) -
 # ---------------------------------------------------------------- a reference footprint
 
 
-def footprint(g: Geometry, offset: int, a: int, b: int) -> set[tuple[int, int]]:
+def footprint(g: Geometry, offset: int, a: int, b: int,
+              skip_from: int | None = None) -> set[tuple[int, int]]:
     """(role, 4 KiB block) pairs of member bytes that hold array bytes [a, b) of g (with
-    their parity rows), from the real layout: the obviously-correct side of the test."""
+    their parity rows), from the real layout: the obviously-correct side of the test.
+    skip_from: leave out copies at member bytes from there on (a far layout's far part)."""
     out: set[tuple[int, int]] = set()
     if b <= a:
         return out
@@ -46,6 +48,8 @@ def footprint(g: Geometry, offset: int, a: int, b: int) -> set[tuple[int, int]]:
         return out
     for ext in lay.map(a, b - a):
         for role, dev in ext.copies:
+            if skip_from is not None and dev >= skip_from:
+                continue
             for blk in range((offset + dev) // BLK, (offset + dev + ext.length - 1) // BLK + 1):
                 out.add((role, blk))
     return out

@@ -28,10 +28,12 @@ from test_migration_kit import (
     settle_resync,
     superblocks,
 )
+from test_migration_plan import footprint
+from test_reshape_live import _hammer
 
 from fuseraid.engine.levels import Slot, make_driver
 from fuseraid.errors import FuseraidError, GeometryError, MemberIOError
-from fuseraid.layout import Geometry, encode_raid10, make_layout
+from fuseraid.layout import Geometry, encode_raid10
 from fuseraid.member.device import Member
 from fuseraid.migration import open_array
 from fuseraid.migration.live import start_live_reshape
@@ -109,25 +111,7 @@ def test_far_footprint_is_md_placement(rd: int, near: int, far: int, mode: int) 
 def _copies(g: Geometry, offset: int, a: int, b: int, near_only: bool) -> set[tuple[int, int]]:
     """(role, 4 KiB block) of member bytes holding array bytes [a, b) of g with their
     parity rows, from the real layout; near_only: a far layout's near copies only."""
-    out: set[tuple[int, int]] = set()
-    if b <= a:
-        return out
-    lay = make_layout(g)
-    if g.level in (4, 5, 6):
-        row = g.data_disks * g.chunk
-        for r in range(a // row, -(-b // row)):
-            for role in range(g.raid_disks):
-                for k in range(g.chunk // BLK):
-                    out.add((role, (offset + r * g.chunk) // BLK + k))
-        return out
-    stride = far_stride(g)
-    for ext in lay.map(a, b - a):
-        for role, dev in ext.copies:
-            if near_only and stride is not None and dev >= stride:
-                continue
-            for blk in range((offset + dev) // BLK, (offset + dev + ext.length - 1) // BLK + 1):
-                out.add((role, blk))
-    return out
+    return footprint(g, offset, a, b, skip_from=far_stride(g) if near_only else None)
 
 
 def reference_safe(p: Plan, start: int, end: int, backed_up: bool) -> bool:
@@ -571,22 +555,6 @@ def test_crash_at_every_step(tmp_path: Path, name: str) -> None:
 # ---------------------------------------------------------------- live
 
 
-async def _hammer(array, model: bytearray, rng: random.Random, stop: trio.Event,
-                  done: dict[str, int]) -> None:
-    """Random writes and read-backs against the model until stop; done["n"] counts them."""
-    while not stop.is_set():
-        size = rng.randrange(1, 24 * KIB)
-        off = rng.randrange(0, len(model) - size)
-        if rng.random() < 0.5:
-            data = rng.randbytes(size)
-            await array.write(off, data)
-            model[off : off + size] = data
-        else:
-            assert await array.read(off, size) == bytes(model[off : off + size])
-        done["n"] += 1
-        await trio.sleep(0)
-
-
 @pytest.mark.parametrize("target", [True, False], ids=["to-f2", "from-f2"])
 async def test_live_far_under_load(tmp_path: Path, target: bool) -> None:
     """A live pass to (near-only, then the array's resync) or from raid10 f2 while
@@ -604,7 +572,11 @@ async def test_live_far_under_load(tmp_path: Path, target: bool) -> None:
         assert r is not None and r.plan.near_only == target
         stop = trio.Event()
         done = {"n": 0}
-        nursery.start_soon(_hammer, array, model, rng, stop, done)
+
+        async def hammer() -> None:
+            done["n"] = await _hammer(array, model, rng, stop)
+
+        nursery.start_soon(hammer)
         with trio.fail_after(120):
             await array.reshape_control.finished.wait()
             assert array.reshape_control.error is None
