@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if task.get("backup"):
         print(f"{args.mountpoint}: {describe_backup(task['backup'])}")
     if args.wait:
+        told = None
         while True:
             time.sleep(1.0)
             st = control.request(args.mountpoint, "reshape")
@@ -135,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
                 break
             if st.get("error"):
                 raise FuseraidError(f"reshape stopped: {st['error']}")
+            if st.get("waiting") and st["waiting"] != told:  # say it once, keep waiting
+                told = st["waiting"]
+                print(f"{args.mountpoint}: {told}", file=sys.stderr)
         print(f"{args.mountpoint}: reshape finished")
     return 0
 
@@ -146,6 +150,8 @@ def _describe(st: dict[str, Any]) -> str:
     state = " (paused)" if st.get("paused") else ""
     if st.get("error"):
         state += f" (stopped: {st['error']})"
+    if st.get("waiting"):
+        state += f" ({st['waiting']})"
     text = (f"raid{a['level']}/{a['raid_disks']} -> raid{b['level']}/{b['raid_disks']}, "
             f"{st['direction']}, {st['percent']}% done{state}")
     if st.get("backup"):

@@ -109,6 +109,8 @@ def render(st: dict[str, Any]) -> str:
         speed_s = f"{human_size(speed)}/s" if isinstance(speed, (int, float)) else "?"
         name = task.get("name") or "task"
         row("task", f"{name} [{bar}] {pct:.1f}%  speed {speed_s}  ETA {_eta(task.get('eta'))}")
+        if task.get("waiting"):  # a reshape waiting for a spare: what to do about it
+            row("waiting", task["waiting"])
     lines.append("")
     lines.append(f"  {'role':>6}  {'state':<12} path")
     for m in members:

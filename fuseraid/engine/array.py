@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
@@ -55,6 +55,7 @@ from fuseraid.engine.ring import WriteRing
 from fuseraid.engine.roster import MemberState, Roster
 from fuseraid.engine.state import SuperblockSet
 from fuseraid.engine.status import report
+from fuseraid.engine.tolerance import survives
 from fuseraid.engine.workers import WorkerPool
 from fuseraid.errors import FuseraidError, MemberIOError
 from fuseraid.layout import Geometry
@@ -99,7 +100,8 @@ class Array:
         self.superblocks = superblocks
         self.readonly = readonly
         self.lock = IntervalLock()
-        self.roster = Roster(members, geometry.raid_disks, superblocks, lambda: self.geometry)
+        self.roster = Roster(members, geometry.raid_disks, superblocks, lambda: self.geometry,
+                             self.survives)
         self.slots: list[Slot | None] = [
             Slot(ms.member, ms.data_offset) if ms is not None and ms.state == "active" else None
             for ms in self.roster.roles
@@ -331,6 +333,13 @@ class Array:
         return self.dispatch.inline
 
     # ---- superblock state: clean/active and the checkpoints ----
+    def survives(self, missing: Iterable[int]) -> bool:
+        """Can the array go on with these roles missing? The level's rule; during a
+        reshape the Reshape's, over both geometries (docs/reshape.md "A member fails
+        during a pass")."""
+        rule = getattr(self.reshape, "survives", None)
+        return bool(rule(missing)) if rule is not None else survives(self.geometry, missing)
+
     @property
     def redundant(self) -> bool:
         return self.geometry.level != 0

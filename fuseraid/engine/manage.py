@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -21,7 +21,7 @@ from fuseraid.engine import mutators
 from fuseraid.engine.locks import WHOLE
 from fuseraid.engine.roster import MemberState
 from fuseraid.engine.state import Entry
-from fuseraid.engine.tolerance import describe_missing, survives
+from fuseraid.engine.tolerance import describe_missing
 from fuseraid.errors import FuseraidError
 from fuseraid.member.device import Member
 from fuseraid.superblock.codec import (
@@ -44,16 +44,27 @@ async def fail(array: Array, which: int | str) -> dict[str, Any]:
     ms = array.roster.resolve(which)
     if ms.state == "faulty":
         raise FuseraidError(f"{ms.path} is already faulty")
-    if ms.state == "active":
-        missing = {*array.roster.missing(), ms.role}
-        if not survives(array.geometry, missing):
-            raise FuseraidError(f"failing {ms.path} would leave roles "
-                                f"{describe_missing(missing)} missing: too many for "
-                                f"raid{array.geometry.level}")
+    _check_survives(array, ms)
     async with array.lock.exclusive(0, WHOLE):  # no request runs on the old slots
+        # again: while we waited, a reshape may have committed its first window (its
+        # new geometry then counts) or another member may have failed
+        _check_survives(array, ms)
         await trio.to_thread.run_sync(array.roster.fail_member, ms.member, "failed by request")
     array.background.after_failures()
     return {"path": ms.path, "role": ms.role, "state": ms.state}
+
+
+def _check_survives(array: Array, ms: MemberState) -> None:
+    """Refuse (one line) to fail `ms` when the array could not go on without it."""
+    if ms.state != "active":
+        return
+    missing = sorted({*array.roster.missing(), ms.role})
+    if not array.survives(missing):  # mid-reshape: both geometries' rule
+        loss = getattr(array.reshape, "loss", None)
+        why = loss(missing) if loss is not None else None
+        raise FuseraidError(f"failing {ms.path} would leave roles "
+                            f"{describe_missing(missing)} missing: "
+                            f"{why or f'too many for raid{array.geometry.level}'}")
 
 
 async def remove(array: Array, which: int | str) -> dict[str, Any]:
@@ -76,14 +87,21 @@ async def remove(array: Array, which: int | str) -> dict[str, Any]:
 
 async def add(array: Array, path: str) -> dict[str, Any]:
     """Add a member: it takes a missing role and is rebuilt (in the background when the
-    array runs one, else before this returns), or it becomes a spare."""
+    array runs one, else before this returns), or it becomes a spare.
+
+    During a reshape (docs/reshape.md "A member fails during a pass"): while the pass
+    waits for a spare, the member takes a role only the new geometry has, in sync at
+    once (the new layout holds nothing yet), and the pass goes on; otherwise it is a
+    spare (md: no recovery during a reshape), rebuilt into a vacant role once the
+    pass has finished."""
     if array.readonly:
         raise FuseraidError("the array is read-only")
-    if not array.redundant:
+    reshape = array.reshape
+    if reshape is None and not array.redundant:
         raise FuseraidError("raid0 has no redundancy: it takes no spares")
     if array.roster.dead:
         raise FuseraidError(f"cannot add to a failed array ({array.roster.dead})")
-    if array.driver is None:
+    if reshape is None and array.driver is None:
         raise FuseraidError("busy: a reshape is in progress")
     real = os.path.realpath(path)
     for ms in array.members:
@@ -95,11 +113,28 @@ async def add(array: Array, path: str) -> dict[str, Any]:
     except BaseException:
         member.close()
         raise
+    if reshape is not None:
+        if ms.role is not None:  # the waiting pass goes on by itself
+            wake = getattr(array.reshape_control, "spare_added", None)
+            if wake is not None:
+                wake()
+        return {"path": path, "role": ms.role, "state": ms.state,
+                "waiting": reshape.waiting()}
     background = array.background
     background.kick()
     if background.nursery is None and ms.state == "rebuilding":
         await background.run_rebuild(ms)
     return {"path": path, "role": ms.role, "state": ms.state}
+
+
+def _reshape_role(array: Array, reshape: Any) -> int | None:
+    """The role a member added during a reshape takes in sync at once (None: a spare).
+    Raises when the member would be a spare nobody can use (a raid0 target)."""
+    role = reshape.in_sync_role(array.roster.vacant())
+    if role is None and reshape.waiting() is None and reshape.plan.new.level == 0:
+        raise FuseraidError("raid0 has no redundancy: it takes no spares (only a reshape "
+                            "that waits for one does)")
+    return cast("int | None", role)
 
 
 async def _add_member(array: Array, path: str, member: Member) -> MemberState:
@@ -108,7 +143,10 @@ async def _add_member(array: Array, path: str, member: Member) -> MemberState:
     newest = array.superblocks.newest
     data_offset = newest.data_offset_bytes
     g = array.geometry
+    reshape = array.reshape
     need = data_offset + g.dev_used
+    if reshape is not None:  # either geometry's place on the member
+        need = max(need, int(reshape.member_bytes()))
     if member.size < need:
         raise FuseraidError(f"{path}: too small: {member.size} bytes, the array needs "
                             f"{need} (data offset {data_offset} + {g.dev_used})")
@@ -116,8 +154,12 @@ async def _add_member(array: Array, path: str, member: Member) -> MemberState:
     dev = next(d for d in range(len(newest.dev_roles) + 1)
                if d not in used and (d >= len(newest.dev_roles)
                                      or newest.dev_roles[d] >= MD_DISK_ROLE_MAX))
-    missing = array.roster.vacant()
-    role = missing[0] if missing and array.redundant else None
+    if reshape is not None:
+        role = _reshape_role(array, reshape)
+    else:
+        missing = array.roster.vacant()
+        role = missing[0] if missing and array.redundant else None
+    in_sync = reshape is not None and role is not None
     sb = newest.replace(
         dev_number=dev,
         device_uuid=secrets.token_bytes(16),
@@ -127,11 +169,17 @@ async def _add_member(array: Array, path: str, member: Member) -> MemberState:
         devflags=0,
         feature_map=newest.feature_map & ~MD_FEATURE_RECOVERY_OFFSET,
     )
-    ms = MemberState(path, member, Entry(path, member, sb), role,
-                     "spare" if role is None else "rebuilding")
+    state = "spare" if role is None else "active" if in_sync else "rebuilding"
+    ms = MemberState(path, member, Entry(path, member, sb), role, state)
     record = mutators.assign(dev, MD_DISK_ROLE_SPARE if role is None else role,
-                             None if role is None else sb.device_uuid)
+                             None if role is None or in_sync else sb.device_uuid)
     array.roster.add(ms)
     await array.commit(record)
+    if in_sync:
+        assert role is not None and reshape is not None
+        # durable order: every superblock records the role (committed just now)
+        # before the pass may write to the member
+        with array.roster.lock:
+            reshape.place(role, member)
     log.info("%s added as %s", path, "spare" if role is None else f"role {role}")
     return ms

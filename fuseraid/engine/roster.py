@@ -30,7 +30,8 @@ from typing import Any
 from fuseraid.engine.levels import Slot
 from fuseraid.engine.mutators import Mutator, faulty
 from fuseraid.engine.state import Entry, SuperblockSet
-from fuseraid.engine.tolerance import describe_missing, survives
+from fuseraid.engine.tolerance import describe_missing
+from fuseraid.engine.tolerance import survives as level_survives
 from fuseraid.errors import FuseraidError
 from fuseraid.layout import Geometry
 from fuseraid.member.device import Member
@@ -61,13 +62,17 @@ class MemberState:
 class Roster:
     """Role holders, spares, failed members and the slot lists, with the failure policy.
 
-    `geometry` returns the array's current geometry (it changes with a reshape): the
-    policy asks it what the level survives."""
+    `geometry` returns the array's current geometry (it changes with a reshape).
+    `survives(missing)` says whether the array can go on with those roles missing (the
+    Array's: the level's rule, or during a reshape both geometries'); default: the
+    level's rule for `geometry()`."""
 
     def __init__(self, members: list[MemberState], raid_disks: int,
-                 superblocks: SuperblockSet, geometry: Callable[[], Geometry]) -> None:
+                 superblocks: SuperblockSet, geometry: Callable[[], Geometry],
+                 survives: Callable[[list[int]], bool] | None = None) -> None:
         self.superblocks = superblocks
         self._geometry = geometry
+        self._survives = survives or (lambda missing: level_survives(geometry(), missing))
         # In-memory state only (roles, spares, faulty, slot lists); NEVER held across I/O,
         # so the trio thread can take it without stalling the event loop.
         self.lock = threading.RLock()
@@ -134,10 +139,11 @@ class Roster:
         old role) or a path."""
         if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
             role = int(which)
-            raid_disks = self._geometry().raid_disks
+            # mid-reshape the table holds the larger role set of the two geometries
+            raid_disks = max(self._geometry().raid_disks, len(self.roles))
             if not 0 <= role < raid_disks:
                 raise FuseraidError(f"no role {role} (raid_disks {raid_disks})")
-            ms = self.roles[role]
+            ms = self.roles[role] if role < len(self.roles) else None
             if ms is None:  # a failed member still answers to its old role
                 ms = next((f for f in reversed(self.faulty) if f.role == role), None)
             if ms is None:
@@ -264,7 +270,7 @@ class Roster:
                 ms.state = "faulty"
                 self.faulty.append(ms)
                 missing = self.missing()
-                if not survives(self._geometry(), missing):
+                if not self._survives(missing):
                     self.dead = (f"array failed: roles {describe_missing(missing)} are "
                                  f"missing (last: {ms.path}: {reason})")
                 self.superblocks.drop(ms.entry)

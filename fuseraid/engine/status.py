@@ -44,7 +44,9 @@ def report(array: Array) -> dict[str, Any]:
         task = {"name": "reshape", "done_bytes": int(reshape.progress() * total),
                 "total_bytes": total, "percent": round(100 * reshape.progress(), 2),
                 "speed": None, "eta": None,
-                "backup": getattr(reshape, "backup_where", None)}
+                "backup": getattr(reshape, "backup_where", None),
+                # one line when the pass waits for a spare (docs/reshape.md)
+                "waiting": reshape.waiting() if hasattr(reshape, "waiting") else None}
     return {
         "level": g.level,
         "layout": lname,
@@ -70,7 +72,8 @@ def _members(array: Array, roles: list[Any], faulty: list[Any],
     members: list[dict[str, Any]] = []
     listed: set[int] = set()
     driver = array.driver
-    for role in range(array.geometry.raid_disks):
+    # mid-reshape the table holds the larger role set of the two geometries
+    for role in range(max(array.geometry.raid_disks, len(roles))):
         ms = roles[role] if role < len(roles) else None
         if ms is None:
             # a failed member still answers to its role: list it once, as faulty

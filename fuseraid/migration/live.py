@@ -162,6 +162,8 @@ def reshape_status(array: Any) -> dict[str, Any] | None:
         "paused": bool(control and control.paused),
         "speed_limit": control.speed_limit if control else None,
         "error": control.error if control else None,
+        # asked of the Reshape itself: right even while paused or before the pass saw it
+        "waiting": r.waiting() if hasattr(r, "waiting") else None,
         "backup": getattr(r, "backup_where", None),
     }
 

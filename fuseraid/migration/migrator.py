@@ -10,7 +10,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import trio
 
 from fuseraid.engine.levels import Slot, make_driver
 from fuseraid.engine.state import Entry
+from fuseraid.engine.tolerance import describe_missing, survives
 from fuseraid.errors import FuseraidError, GeometryError, MemberIOError
 from fuseraid.migration import checkpoint, note
 from fuseraid.migration.backup import HEADER as BACKUP_HEADER
@@ -139,6 +140,91 @@ class Reshape:
 
     def next_window(self) -> tuple[int, int, bool]:
         return self.plan.next_window(self.border)
+
+    # ---- which roles the pass can do without (docs/reshape.md "A member fails during a
+    # pass"): the old geometry always (it holds everything beyond the durable border),
+    # the new one once it holds data; before that a new geometry that lacks roles loses
+    # nothing and the pass waits for a spare.
+    @property
+    def committed(self) -> bool:
+        """Does the new layout hold data (the durable border has left its start)?"""
+        return self.durable != (0 if self.plan.direction == FORWARD else self.plan.end)
+
+    def _gone(self, slots: list[Slot | None], roles: int, missing: Iterable[int]) -> list[int]:
+        # `missing` (the array's view) plus roles whose slot is empty (failed, missing
+        # from the start, or only partly rebuilt): the union, so neither view can lag
+        return sorted({r for r in missing if r < roles}
+                      | {r for r, s in enumerate(slots) if s is None})
+
+    def loss(self, missing: Iterable[int] = ()) -> str | None:
+        """Why the array cannot go on with the roles `missing` gone too, or None when it
+        can (md's has_failed over both geometries, except that a new geometry holding
+        nothing yet may lack roles: the pass then waits, see waiting())."""
+        gone = set(missing)
+        old, new = self.plan.old, self.plan.new
+        old_gone = self._gone(self.old_slots, old.raid_disks, gone)
+        if not survives(old, old_gone):
+            return (f"the old geometry ({_name(old)}) cannot do without roles "
+                    f"{describe_missing(old_gone)}")
+        new_gone = self._gone(self.new_slots, new.raid_disks, gone)
+        if self.committed and not survives(new, new_gone):
+            return (f"the new geometry ({_name(new)}) cannot do without roles "
+                    f"{describe_missing(new_gone)} and already holds data (reshape "
+                    f"position {self.durable})")
+        return None
+
+    def survives(self, missing: Iterable[int]) -> bool:
+        """The engine's survival rule during a reshape (Array.survives)."""
+        return self.loss(missing) is None
+
+    def lacking(self) -> list[int]:
+        """Roles the new geometry lacks while it cannot do without them (else [])."""
+        new = self.plan.new
+        gone = self._gone(self.new_slots, new.raid_disks, ())
+        return [] if survives(new, gone) else gone
+
+    def waiting(self, how: str = "run `fuseraid add MOUNTPOINT MEMBER`") -> str | None:
+        """One line saying why the pass waits for a spare, or None when it need not (or
+        cannot: loss() says why the array failed). `how` tells how to add one."""
+        lacking = self.lacking()
+        if not lacking or self.loss() is not None:
+            return None
+        old, new = self.plan.old, self.plan.new
+        text = (f"waiting for a spare: the new geometry ({_name(new)}) lacks role "
+                f"{describe_missing(lacking)} and holds nothing yet")
+        if any(r >= old.raid_disks for r in lacking):
+            text += f"; {how}"
+        both = [r for r in lacking if r < old.raid_disks]
+        if both:
+            text += (f"; role {describe_missing(both)} is in the old geometry too: a member "
+                     "added during a reshape cannot be rebuilt into it (it stays a spare)")
+        return text
+
+    def in_sync_role(self, vacant: Iterable[int]) -> int | None:
+        """The role a member added now holds in sync at once, or None: while the pass
+        waits, the lowest of `vacant` (the roles nobody holds) that the new geometry
+        lacks and only it has (the new layout holds nothing yet, so nothing to
+        rebuild; a role of the old geometry would need a rebuild in the old layout)."""
+        if self.waiting() is None:
+            return None
+        lacking = set(self.lacking())
+        return next((r for r in sorted(vacant)
+                     if r in lacking and r >= self.plan.old.raid_disks), None)
+
+    def place(self, role: int, member: Any) -> None:
+        """`member` takes `role` (from in_sync_role) in the new geometry. The caller has
+        committed the role assignment to every superblock first and holds the array's
+        state lock; the pass writes to the member only after this."""
+        if role < self.plan.old.raid_disks or self.new_slots[role] is not None:
+            raise FuseraidError(f"reshape: role {role} cannot take a member now")
+        self._members += [None] * (role + 1 - len(self._members))
+        self._members[role] = member
+        self.new_slots[role] = Slot(member, self.plan.new_offsets[role])
+
+    def member_bytes(self) -> int:
+        """Bytes a member needs to hold a role in either geometry (an added member)."""
+        p = self.plan
+        return max(p.old_offsets[0] + p.old.dev_used, p.new_offsets[0] + p.new.dev_used)
 
     # ---- member failures -----------------------------------------------------------
     def _member_failed(self, role: int, exc: MemberIOError) -> None:
@@ -304,7 +390,11 @@ class Reshape:
 
 
 def run_offline(reshape: Reshape, *, speed_limit: int | None = None) -> None:
-    """Migrate to the end and finish, in this thread (no concurrent I/O)."""
+    """Migrate to the end and finish, in this thread (no concurrent I/O). A pass that
+    waits for a spare is refused: only a mounted array takes one."""
+    why = reshape.waiting("mount the array and run `fuseraid add MOUNTPOINT MEMBER`")
+    if why is not None:
+        raise FuseraidError(f"the reshape cannot go on offline: {why}")
     reshape.replay_backup()
     pacer = Pacer(speed_limit)
     while not reshape.done:
@@ -339,8 +429,10 @@ class Control:
     speed_limit: int | None = None
     paused: bool = False
     error: str | None = None
+    waiting: str | None = None  # why the pass waits for a spare (Reshape.waiting)
     finished: trio.Event = field(default_factory=trio.Event)
     _unpaused: trio.Event = field(default_factory=trio.Event)
+    _spare: trio.Event = field(default_factory=trio.Event)
 
     def pause(self) -> None:
         self.paused = True
@@ -354,6 +446,28 @@ class Control:
         while self.paused:
             await self._unpaused.wait()
 
+    def spare_added(self) -> None:
+        """A member took a role the waiting pass lacked (the engine's add() calls it)."""
+        self._spare.set()
+        self._spare = trio.Event()
+
+    async def wait_spare(self) -> None:
+        await self._spare.wait()
+
+
+async def _wait_for_spare(reshape: Reshape, control: Control) -> None:
+    """Wait until the new geometry has the roles it cannot do without (a member added
+    by the engine's add(), Reshape.place). Nothing is lost meanwhile: no window is
+    committed, so the old layout serves every byte."""
+    while (why := reshape.waiting()) is not None:
+        if control.waiting != why:
+            log.warning("reshape: %s", why)
+        control.waiting = why
+        await control.wait_spare()  # no checkpoint since waiting(): no wake-up is missed
+    if control.waiting is not None:
+        log.info("reshape: the new geometry has its roles again; going on")
+    control.waiting = None
+
 
 async def run_live(
     reshape: Reshape,
@@ -366,7 +480,9 @@ async def run_live(
     others go on), one worker hop per batch, honouring pause and the speed limit. When
     done it takes the whole array, commits the new geometry and calls
     on_finished(new_volume) so the array can swap volumes. An error stops the pass
-    (control.error says why); it does not propagate."""
+    (control.error says why); it does not propagate. A new geometry that lacks roles
+    before any window is committed makes the pass wait for a spare (control.waiting
+    says why) instead; pause/resume work meanwhile."""
     from fuseraid.engine.locks import WHOLE
 
     try:
@@ -377,6 +493,9 @@ async def run_live(
                                    "cpu": 0.0, "busy": 0.0, "t0": time.monotonic()}
         while not reshape.done:
             await control.wait_unpaused()
+            if reshape.waiting() is not None:
+                await _wait_for_spare(reshape, control)
+                continue  # paused meanwhile? wait for that first
             if pacer.limit != control.speed_limit:
                 pacer = Pacer(control.speed_limit)
             # a speed limit wants the foreground first: one window at a time
@@ -384,7 +503,15 @@ async def run_live(
             lo, hi = batch.span
             req = await lock.acquire(lo, hi, exclusive=batch.exclusive)
             try:
-                cpu, busy = await trio.to_thread.run_sync(copy_batch, reshape, batch)
+                try:
+                    cpu, busy = await trio.to_thread.run_sync(copy_batch, reshape, batch)
+                except (FuseraidError, OSError):
+                    # a member of the new geometry failed before any window was
+                    # committed: wait for a spare (the loop's next turn) instead of
+                    # stopping; any other error stops the pass
+                    if reshape.waiting() is None:
+                        raise
+                    continue
                 stats["cpu"] += cpu
                 stats["busy"] += busy
                 waited = lock.waiting(lo, hi) > 0
@@ -489,6 +616,10 @@ def copy_batch(reshape: Reshape, batch: Batch) -> tuple[float, float]:
 
 
 # ---- starting a reshape -------------------------------------------------------------
+
+
+def _name(g: Any) -> str:
+    return f"raid{g.level} on {g.raid_disks} disks"
 
 
 def data_floor(sb: Any) -> int:
@@ -700,8 +831,6 @@ def _partly_rebuilt(sbset: Any, members: list[Any], old: Any, instant: bool) -> 
     reads them as missing in the old geometry (and rewrites them in the new one, whose
     finish clears the flag); refused when the old geometry cannot do without them, or
     for an instant change (which would declare them in sync)."""
-    from fuseraid.engine.tolerance import describe_missing, survives
-
     stale = []
     for r, m in enumerate(members):
         entry = sbset.entry_for(m) if m is not None else None

@@ -170,6 +170,12 @@ def resume_reshape(
         reshape = Reshape(plan, sbset, members_by_role, border, backup=backup,
                           stale_roles=stale, hook=hook, driver_factory=driver_factory)
         reshape.noted = noted is not None
+        # md's has_failed over both geometries; a new geometry that lacks roles while it
+        # holds nothing yet is not fatal: the pass waits for a spare (Reshape.waiting)
+        lost = reshape.loss()
+        if lost is not None:
+            raise AssemblyError(f"too many members missing for the reshape in progress: "
+                                f"{lost}")
         if not reshape.done:
             _, _, needs = reshape.next_window()
             if needs and backup is None:
