@@ -9,6 +9,10 @@ Jobs: 1 MiB sequential read/write (iodepth 4) and 4 KiB random read/write at iod
 and 16; libaio, direct=1. Needs root (FUSE mounts) and fio.
 
     sudo .venv/bin/python benchmarks/bench_fuse.py [--runtime 5] [--size-mib 256]
+        [--only TARGETS] [--jobs JOBS] [--ab VAR=VALUE ...]
+
+`--ab FUSERAID_FAST=0` adds each fuseraid target again with that variable set in its
+daemon's environment: an A/B whose both sides are in the same run.
 
 Prints a Markdown table (MiB/s for 1 MiB jobs, IOPS for 4 KiB jobs).
 `--serve-mem MOUNTPOINT SIZE_MIB` is internal: it runs the front over an in-memory array.
@@ -85,9 +89,12 @@ def unmount(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def process_mount(cmd: list[str], mountpoint: Path, image: Path) -> Iterator[Path]:
-    """Run a foreground FUSE server; yield the file to benchmark; stop it."""
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def process_mount(cmd: list[str], mountpoint: Path, image: Path,
+                  env: dict[str, str] | None = None) -> Iterator[Path]:
+    """Run a foreground FUSE server (with `env` added to ours); yield the file to
+    benchmark; stop it."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env={**os.environ, **env} if env else None)
     try:
         wait_mounted(mountpoint)
         yield image
@@ -103,25 +110,27 @@ def process_mount(cmd: list[str], mountpoint: Path, image: Path) -> Iterator[Pat
 
 
 def fuseraid_target(
-    level: int, work: Path, size_mib: int, options: str | None = None
+    level: int, work: Path, size_mib: int, options: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Callable[[], Target]:
+    tag = "".join(f"-{k}{v}" for k, v in (env or {}).items())
     def make() -> Target:
         data_disks = 3 if level == 0 else 2
         member_mib = -(-size_mib // data_disks) + 8  # room for the superblock and offset
         members = []
         for i in range(3):
-            m = work / f"r{level}-{i}.img"
+            m = work / f"r{level}{tag}-{i}.img"
             with open(m, "wb") as f:
                 f.truncate(member_mib << 20)
             members.append(str(m))
         subprocess.run([PY, "-m", "fuseraid.cli.main", "create", f"--level={level}",
                         "--raid-devices=3", "--assume-clean", *members],
                        check=True, capture_output=True)
-        mp = work / f"mp-r{level}"
+        mp = work / f"mp-r{level}{tag}"
         mp.mkdir(exist_ok=True)
         opts = ["-o", options] if options else []
         cmd = [PY, "-m", "fuseraid.cli.main", "mount", "-f", *opts, *members, str(mp)]
-        return process_mount(cmd, mp, mp / "image")
+        return process_mount(cmd, mp, mp / "image", env)
 
     return make
 
@@ -204,6 +213,11 @@ def main() -> None:
     ap.add_argument("--cache-compare", action="store_true",
                     help="instead: raid0 with direct_io vs -o page_cache, buffered and O_DIRECT")
     ap.add_argument("--dir", default=None, help="where the member files go (default: /tmp)")
+    ap.add_argument("--jobs", default=None,
+                    help="comma separated job names (default: all), e.g. 'randread 4K qd16'")
+    ap.add_argument("--ab", action="append", default=[], metavar="VAR=VALUE",
+                    help="also run each fuseraid target with this environment variable "
+                         "set (an A/B in the same run; repeatable)")
     ap.add_argument("--serve-mem", nargs=2, metavar=("MOUNTPOINT", "SIZE_MIB"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -220,6 +234,9 @@ def main() -> None:
     targets = {
         "fuseraid raid0": fuseraid_target(0, work, args.size_mib),
         "fuseraid raid5": fuseraid_target(5, work, args.size_mib),
+        **{f"fuseraid raid{lv} {ab}": fuseraid_target(lv, work, args.size_mib,
+                                                      env=dict([ab.split("=", 1)]))
+           for ab in args.ab for lv in (0, 5)},
         "fuseraid front (memory)": mem_target(work, args.size_mib),
         "bare pyfuse3 (memory)": bare_target(work, args.size_mib),
         "qemu-storage-daemon": qsd_target(work, args.size_mib),
@@ -227,6 +244,10 @@ def main() -> None:
     if args.only:
         keep = {s.strip() for s in args.only.split(",")}
         targets = {k: v for k, v in targets.items() if k in keep}
+    jobs = JOBS
+    if args.jobs:
+        keep_jobs = {s.strip() for s in args.jobs.split(",")}
+        jobs = [j for j in JOBS if j[0] in keep_jobs]
     results: dict[str, list[float]] = {}
     try:
         for name, make in targets.items():
@@ -236,22 +257,22 @@ def main() -> None:
                                 f"count={args.size_mib}", "conv=notrunc,nocreat"],
                                check=True, capture_output=True)
                 results[name] = [fio(image, rw, bs, qd, args.runtime, args.size_mib)
-                                 for _, rw, bs, qd in JOBS]
+                                 for _, rw, bs, qd in jobs]
             print(f"done: {name}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    head = "| target | " + " | ".join(j[0] for j in JOBS) + " |"
+    head = "| target | " + " | ".join(j[0] for j in jobs) + " |"
     print(head)
-    print("|" + "---|" * (len(JOBS) + 1))
+    print("|" + "---|" * (len(jobs) + 1))
     for name, vals in results.items():
         cells = [f"{v:.0f} MiB/s" if bs == "1M" else f"{v / 1000:.1f}k IOPS"
-                 for v, (_, _, bs, _) in zip(vals, JOBS, strict=True)]
+                 for v, (_, _, bs, _) in zip(vals, jobs, strict=True)]
         print(f"| {name} | " + " | ".join(cells) + " |")
     bare = results.get("bare pyfuse3 (memory)")
     if bare:  # the targets of issue "Device": >= 0.7x the bare pyfuse3 image
         print()
-        print("| vs bare pyfuse3 | " + " | ".join(j[0] for j in JOBS) + " |")
-        print("|" + "---|" * (len(JOBS) + 1))
+        print("| vs bare pyfuse3 | " + " | ".join(j[0] for j in jobs) + " |")
+        print("|" + "---|" * (len(jobs) + 1))
         for name, vals in results.items():
             if name != "bare pyfuse3 (memory)":
                 cells = [f"{v / b:.2f}x" if b else "-" for v, b in zip(vals, bare, strict=True)]

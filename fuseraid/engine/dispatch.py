@@ -36,6 +36,10 @@ INLINE_REQUEST = 64 << 10
 # previous dispatch; kept for A/B measurements, docs/PERFORMANCE.md).
 REQUEST_POOL = os.environ.get("FUSERAID_REQUEST_POOL", "1") != "0"
 INLINE = os.environ.get("FUSERAID_INLINE", "1") != "0"
+# FUSERAID_FAST=0: small requests take the inline section path (try_inline) without
+# the levels' integer fast paths, read_now and write_now (A/B measurements,
+# docs/PERFORMANCE.md).
+FAST = INLINE and os.environ.get("FUSERAID_FAST", "1") != "0"
 
 Deferred = list[tuple[Any, list[tuple[int, int, Any]]]]
 
@@ -61,6 +65,8 @@ class Dispatcher:
         # small requests first try the trio thread (INLINE_REQUEST); FUSERAID_INLINE=0
         # turns that off, for A/B measurements
         self.inline = INLINE
+        self.fast = FAST
+        self.fast_counts = [0, 0]  # read_now: fell through / served
         self._workers_scope: trio.CancelScope | None = None
 
     # ---- where a request runs ----
@@ -79,13 +85,38 @@ class Dispatcher:
             return await pool.run(fn, *args, cost=cost)
         return await trio.to_thread.run_sync(fn, *args)
 
+    def read_now(self, vol: Any, lock: Any, off: int, n: int) -> bytes | None:
+        """The common small read, all on the trio thread with no checkpoint: the level
+        maps it in integers and reads one member's page cache (Driver.read_now). The
+        interval lock is only looked at: free means no write or background batch holds
+        or waits for the span, and since nothing else runs before we return, that is
+        the same as taking and releasing it (what the inline path does). None: take the
+        ordinary path."""
+        if n >= INLINE_REQUEST or not self.fast:
+            return None
+        start, end = vol.lock_span(off, n)
+        if not lock.free(start, end):
+            return None
+        got = vol.read_now(off, n)
+        self.fast_counts[got is not None] += 1
+        return got
+
     def try_inline(self, vol: Any, off: int, n: int, data: Any) -> tuple[bool, Any, Deferred]:
         """A small request (< INLINE_REQUEST bytes) on the trio thread, without blocking
         (member/nowait.py): its reads come from the page cache, its parity is computed
         here, its member writes come back deferred: (True, result, deferred writes).
         (False, ...) when it would block: nothing was written, so the caller just runs
         the whole request with hop(). Any other exception is the request's own outcome,
-        as it would have been in a worker."""
+        as it would have been in a worker. A write whose member writes the level maps
+        without reading anything (Driver.write_now: raid0, mirrors) skips the section."""
+        if data is not None and self.fast:
+            plan = getattr(vol, "write_now", None)  # a level driver's (not a Border's)
+            if type(data) is not bytes:
+                data = memoryview(data).cast("B")
+            writes = plan(off, data) if plan is not None else None
+            if writes is not None:  # no member read needed: nothing to try
+                self.inline_counts[1] += 1
+                return True, None, [(vol, writes)]
         try:
             with nowait.section() as sec:
                 result = vol.read(off, n) if data is None else vol.write(off, data)

@@ -76,6 +76,18 @@ class IntervalLock:
             return req
         return None
 
+    def free(self, start: int, end: int) -> bool:
+        """Would try_acquire grant [start, end) shared now (same FIFO rule)? Nothing is
+        taken: for a caller that is done with the range before its next checkpoint,
+        which no other task can then tell apart from a grant and release."""
+        for r in self._held:
+            if r.exclusive and r.start < end and start < r.end:
+                return False
+        for r in self._waiting:
+            if r.exclusive and r.start < end and start < r.end:
+                return False
+        return True
+
     def release(self, req: _Request) -> None:
         self._held.remove(req)
         req.granted = False

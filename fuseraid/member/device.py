@@ -158,6 +158,13 @@ class Member:
                                     f"bytes at {off} (member shrank?)")
             done += got
 
+    def read_now(self, off: int, n: int) -> bytearray | None:
+        """n bytes at off if they are all in the page cache now, else None: never blocks
+        and never raises (an error is the ordinary path's to meet and report)."""
+        if self._fd < 0 or off < 0 or off + n > self.size:
+            return None
+        return nowait.pread(self._fd, off, n)
+
     def pwrite(self, off: int, data: bytes | bytearray | memoryview) -> None:
         """Write all of data at off (loops on short writes)."""
         _no_section()

@@ -15,6 +15,10 @@ the trio thread"). Inside `section()`, on the calling thread only:
   section never sees stale bytes of its own request.
 
 Other threads are unaffected: the section lives in a thread-local.
+
+`pread()` is the same non-blocking read without a section, for the levels' fast path
+(Driver.read_now): one member run that owns no deferred writes, None instead of
+WouldBlock.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 _local = threading.local()
 # RWF_NOWAIT needs Linux 4.14 and preadv2; without it every section falls back at once.
 _supported = hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 
 
 class WouldBlock(Exception):
@@ -75,6 +80,22 @@ def section() -> Iterator[Section]:
         yield sec
     finally:
         _local.section = None
+
+
+def pread(fd: int, off: int, n: int) -> bytearray | None:
+    """n bytes at off of fd if the page cache holds them all, else None (the caller
+    takes its ordinary path). No section: for a read that owns no deferred writes."""
+    global _supported
+    if not _supported:
+        return None
+    buf = bytearray(n)
+    try:
+        got = os.preadv(fd, (buf,), off, _NOWAIT)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # this kernel or file cannot
+            _supported = False
+        return None
+    return buf if got == n else None
 
 
 def read(sec: Section, fd: int, views: list[memoryview], off: int, total: int) -> None:

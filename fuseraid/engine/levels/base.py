@@ -30,6 +30,7 @@ class MemberLike(Protocol):
     @property
     def fd(self) -> int: ...
     def preadinto(self, buf: Any, off: int) -> Any: ...
+    def read_now(self, off: int, n: int) -> bytearray | None: ...
     def preadv(self, bufs: Sequence[Any], off: int) -> Any: ...
     def pwrite(self, off: int, data: Any) -> Any: ...
     def pwritev(self, bufs: Sequence[Any], off: int) -> Any: ...
@@ -200,6 +201,30 @@ class Driver:
             )
 
     # ---- the volume interface --------------------------------------------------------
+    def read_now(self, off: int, n: int) -> bytes | None:
+        """A small read's fast path (trio thread, no section, no lock taken: the caller
+        saw its lock span free and finishes before its next checkpoint): the bytes when
+        [off, off+n) is one run of one live member's data area and in the page cache,
+        else None, and the caller takes the ordinary path (degraded rows, errors, cache
+        misses, several members). Levels map with integer arithmetic; here: never."""
+        return None
+
+    def write_now(self, off: int, data: Any) -> list[tuple[int, int, Any]] | None:
+        """A small write's fast path: its member writes (role, dev_off, bytes), when
+        they need no member read (one extent of a striped or mirrored level; a copy per
+        live role), for the caller to issue as deferred writes of this driver (the
+        inline path's step 6); else None and the caller takes the ordinary path (which
+        also refuses a write no live member could store)."""
+        return None
+
+    def _member_now(self, role: int, dev_off: int, n: int) -> bytes | None:
+        """n bytes at dev_off of role's data area from the page cache, else None."""
+        slot = self.slots[role]
+        if slot is None:
+            return None
+        got = slot.member.read_now(slot.data_offset + dev_off, n)
+        return None if got is None else bytes(got)
+
     def read(self, off: int, n: int) -> bytes:
         self._check_range(off, n)
         return self._retrying(self._read, off, n)

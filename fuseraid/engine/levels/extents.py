@@ -94,6 +94,30 @@ class ExtentDriver(Driver):
             f"{ext.array_offset + ext.length}) have no live copy (roles {roles} missing)"
         )
 
+    def read_now(self, off: int, n: int) -> bytes | None:
+        """One extent: its first readable copy (as _read_into picks it)."""
+        if n <= 0 or off < 0 or off + n > self.size:
+            return None
+        exts = self._map(off, n)
+        if len(exts) != 1:
+            return None
+        live = self._readable(exts[0])
+        if not live:
+            return None
+        role, dev = live[0]
+        return self._member_now(role, dev, n)
+
+    def write_now(self, off: int, data: Any) -> list[tuple[int, int, Any]] | None:
+        """One extent: every writable copy (as _write, which refuses what could not
+        be stored: so does this, by leaving it to _write)."""
+        n = len(data)
+        if n <= 0 or off < 0 or off + n > self.size:
+            return None
+        exts = self._map(off, n)
+        if len(exts) != 1 or not self._stored(exts[0]):
+            return None
+        return [(role, dev, data) for role, dev in self._writable(exts[0])]
+
     def _read(self, off: int, n: int) -> bytes:
         out = bytearray(n)
         self._read_into(off, memoryview(out))

@@ -102,6 +102,16 @@ class Raid456Driver(Driver):
         return [rm.p_role] + ([rm.q_role] if rm.q_role is not None else [])
 
     # ---- read ------------------------------------------------------------------------
+    def read_now(self, off: int, n: int) -> bytes | None:
+        """A read inside one data chunk whose role is live: ParityLayout.map in integers
+        (a complete chunk is read as it is, as _read_row does; parity is never needed)."""
+        c = self.chunk
+        r, s = divmod(off, self.row_bytes)
+        k, intra = divmod(s, c)
+        if n <= 0 or off < 0 or intra + n > c or r >= self.rows:
+            return None
+        return self._member_now(self.layout.row(r).data_roles[k], r * c + intra, n)
+
     def _read(self, off: int, n: int) -> bytes:
         out = bytearray(n)
         view = memoryview(out)
