@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fuseraid.engine.levels.raid456 import Raid456Driver
 from fuseraid.errors import FuseraidError
 from fuseraid.migration.plan import FORWARD
-from fuseraid.parity import gen_pq, xor_into
 
 
 class Border:
@@ -93,89 +91,24 @@ class Border:
 
 
 # ---- the migrator's window I/O ---------------------------------------------------------
-# A window is megabytes of whole rows: these do what drv.read/drv.write do for it, but
-# into/from the migrator's reused buffers (no fresh multi-MiB allocation, page faults and
-# copies per window, which held the GIL and starved foreground requests), one preadv /
-# pwritev per member. Drivers other than raid4/5/6 take the plain path.
-
-
-def read_into(drv: Any, off: int, view: memoryview) -> None:
-    """view[:] = drv.read(off, len(view)), without the intermediate bytes."""
-    n = len(view)
-    if n == 0:
-        return
-    if not isinstance(drv, Raid456Driver):
-        if hasattr(drv, "read_into"):  # raid0/1/10: straight into the view
-            drv.read_into(off, view)
-        else:
-            view[:] = drv.read(off, n)
-        return
-    drv._check_range(off, n)
-    rb = drv.row_bytes
-
-    def fill() -> None:
-        reads: list[tuple[int, int, Any]] = []
-        pos, end = off, off + n
-        while pos < end:
-            r, s = divmod(pos, rb)
-            e = min(end - r * rb, rb)
-            drv._read_row(r, s, e, view[pos - off : pos - off + e - s], reads)
-            pos += e - s
-        drv._gather(reads)
-
-    drv._retrying(fill)
+# A window is megabytes of whole rows: the drivers' read_into and write_rows do what read
+# and write do for it, but into/from the migrator's reused buffers (no fresh multi-MiB
+# allocation, page faults and copies per window, which held the GIL and starved
+# foreground requests), one preadv / pwritev per member.
 
 
 class RowWriter:
-    """Writes whole rows of a raid4/5/6 driver: parity of each row straight from the
-    window buffer (C kernel, chunk-sized blocks) into reused P/Q buffers, then one
-    pwritev per member for the whole window. Nothing is read back."""
+    """The migrator's window writes: whole rows of a parity level go through the driver's
+    write_rows with P/Q buffers kept here from window to window; anything else (other
+    levels, rows cut by the exposed size) through its plain write."""
 
     def __init__(self) -> None:
-        self._p = bytearray()
-        self._q = bytearray()
+        self._scratch = [bytearray(), bytearray()]
 
     def write(self, drv: Any, off: int, data: Any) -> None:
         view = memoryview(data).cast("B")
-        n = len(view)
-        if not isinstance(drv, Raid456Driver) or off % drv.row_bytes or n % drv.row_bytes:
+        rb = getattr(drv, "row_bytes", 0)
+        if not hasattr(drv, "write_rows") or off % rb or len(view) % rb:
             drv.write(off, view)
             return
-        drv._check_range(off, n)
-        c, rb, k = drv.chunk, drv.row_bytes, drv.data_disks
-        rows = n // rb
-        if len(self._p) < rows * c:
-            self._p = bytearray(rows * c)
-            self._q = bytearray(rows * c) if drv.level == 6 else bytearray()
-        elif drv.level == 6 and len(self._q) < rows * c:
-            self._q = bytearray(rows * c)
-        pv, qv = memoryview(self._p), memoryview(self._q)
-        r0 = off // rb
-
-        def put() -> None:
-            if len(drv.missing()) > drv.max_missing:
-                raise drv.too_degraded("writing")
-            have = drv._have
-            writes: list[tuple[int, int, Any]] = []
-            for i in range(rows):
-                r = r0 + i
-                rm = drv.layout.row(r)
-                base = i * rb
-                blocks = [view[base + j * c : base + (j + 1) * c] for j in range(k)]
-                p = pv[i * c : (i + 1) * c]
-                writes += [(role, r * c, b) for role, b in zip(rm.data_roles, blocks,
-                                                                strict=True) if have(role)]
-                if rm.q_role is not None:
-                    q = qv[i * c : (i + 1) * c]
-                    gen_pq(drv._qsrcs(rm, blocks), p, q)
-                    if have(rm.q_role):
-                        writes.append((rm.q_role, r * c, q))
-                else:
-                    xor_into(p, blocks)
-                if have(rm.p_role):
-                    writes.append((rm.p_role, r * c, p))
-            drv.write_blocks(writes)
-            if len(drv.missing()) > drv.max_missing:
-                raise drv.too_degraded("the write just done")
-
-        drv._retrying(put)
+        drv.write_rows(off, view, self._scratch)

@@ -23,7 +23,7 @@ from fuseraid.errors import FuseraidError, GeometryError, MemberIOError
 from fuseraid.migration import checkpoint, note
 from fuseraid.migration.backup import HEADER as BACKUP_HEADER
 from fuseraid.migration.backup import BackupArea, BackupFile, reshape_id
-from fuseraid.migration.border import Border, RowWriter, read_into
+from fuseraid.migration.border import Border, RowWriter
 from fuseraid.migration.plan import (
     ALIGN,
     FORWARD,
@@ -262,7 +262,8 @@ class Reshape:
             buf = self._wbuf = bytearray(n)
         view = memoryview(buf)[:n]
         cut = min(max(start, self.plan.content), end)
-        read_into(self.old, start, view[: cut - start])
+        if cut > start:  # a window wholly past the old content reads nothing
+            self.old.read_into(start, view[: cut - start])
         if cut < end:
             view[cut - start :] = bytes(end - cut)
         return view

@@ -229,6 +229,10 @@ class Driver:
         self._check_range(off, n)
         return self._retrying(self._read, off, n)
 
+    def read_into(self, off: int, view: memoryview) -> None:
+        """view[:] = read(off, len(view)); levels override it to skip the copy."""
+        view[:] = self.read(off, len(view))
+
     def write(self, off: int, data: Any) -> None:
         view = memoryview(data).cast("B")
         self._check_range(off, len(view))

@@ -114,17 +114,25 @@ class Raid456Driver(Driver):
 
     def _read(self, off: int, n: int) -> bytes:
         out = bytearray(n)
-        view = memoryview(out)
+        self._read_into(off, memoryview(out))
+        return bytes(out)
+
+    def read_into(self, off: int, view: memoryview) -> None:
+        """view[:] = read(off, len(view)) without the intermediate buffer (the migrator
+        reads megabyte windows into a reused one)."""
+        self._check_range(off, len(view))
+        self._retrying(self._read_into, off, view)
+
+    def _read_into(self, off: int, view: memoryview) -> None:
         rb = self.row_bytes
         reads: list[tuple[int, int, Buf]] = []  # healthy chunks, gathered at the end
-        pos, end = off, off + n
+        pos, end = off, off + len(view)
         while pos < end:
             r, s = divmod(pos, rb)
             e = min(end - r * rb, rb)
             self._read_row(r, s, e, view[pos - off : pos - off + e - s], reads)
             pos += e - s
         self._gather(reads)
-        return bytes(out)
 
     def _read_row(
         self, r: int, s: int, e: int, dst: memoryview, reads: list[tuple[int, int, Buf]]
@@ -170,6 +178,53 @@ class Raid456Driver(Driver):
         self.write_blocks(writes)
         if len(self.missing()) > self.max_missing:
             raise self.too_degraded("the write just done")
+
+    def write_rows(self, off: int, view: memoryview, scratch: list[bytearray]) -> None:
+        """Write whole rows [off, off+len(view)) (row-aligned): each row's parity straight
+        from `view`, chunk-sized blocks, into `scratch` ([P, Q] buffers the caller keeps
+        from call to call and this grows), then one pwritev per member. Nothing is read:
+        the migrator's window writes, which would otherwise allocate per window."""
+        n = len(view)
+        rb, c, k = self.row_bytes, self.chunk, self.data_disks
+        if off % rb or n % rb:
+            raise FuseraidError(f"raid{self.level}: write_rows [{off}, {off + n}) is not "
+                                "whole rows")
+        self._check_range(off, n)
+        rows = n // rb
+        q_needed = self.level == 6
+        for i, need in ((0, True), (1, q_needed)):
+            if need and len(scratch[i]) < rows * c:
+                scratch[i] = bytearray(rows * c)
+        pv, qv = memoryview(scratch[0]), memoryview(scratch[1])
+        r0 = off // rb
+
+        def put() -> None:
+            if len(self.missing()) > self.max_missing:
+                raise self.too_degraded("writing")
+            have = self._have
+            writes: list[tuple[int, int, Buf]] = []
+            for i in range(rows):
+                r = r0 + i
+                rm = self.layout.row(r)
+                base = i * rb
+                blocks = [view[base + j * c : base + (j + 1) * c] for j in range(k)]
+                p = pv[i * c : (i + 1) * c]
+                writes += [(role, r * c, b) for role, b in zip(rm.data_roles, blocks,
+                                                                strict=True) if have(role)]
+                if rm.q_role is not None:
+                    q = qv[i * c : (i + 1) * c]
+                    gen_pq(self._qsrcs(rm, blocks), p, q)
+                    if have(rm.q_role):
+                        writes.append((rm.q_role, r * c, q))
+                else:
+                    xor_into(p, blocks)
+                if have(rm.p_role):
+                    writes.append((rm.p_role, r * c, p))
+            self.write_blocks(writes)
+            if len(self.missing()) > self.max_missing:
+                raise self.too_degraded("the write just done")
+
+        self._retrying(put)
 
     def _write_row(
         self, r: int, s: int, e: int, src: memoryview, writes: list[tuple[int, int, Buf]]
