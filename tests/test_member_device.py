@@ -85,7 +85,8 @@ def test_outside_range_refused(member_file):
     with Member(member_file) as m:
         for call in (lambda: m.pread(SIZE - 1, 2), lambda: m.pread(-1, 1),
                      lambda: m.pwrite(SIZE, b"x"), lambda: m.pwritev([b"ab", b"c"], SIZE - 2),
-                     lambda: m.preadv([bytearray(2)], SIZE - 1)):
+                     lambda: m.preadv([bytearray(2)], SIZE - 1),
+                     lambda: m.write_durable(SIZE - 1, b"xy")):
             with pytest.raises(MemberIOError) as ei:
                 call()
             assert str(member_file) in str(ei.value) and "outside the member" in str(ei.value)
@@ -98,6 +99,18 @@ def test_short_read_inside_member_is_an_error(member_file):
         os.truncate(member_file, SIZE // 2)  # someone shrank the file under us
         with pytest.raises(MemberIOError, match="short read"):
             m.pread(SIZE // 2 - 10, 20)
+
+
+def test_write_durable(member_file):
+    """The superblock path: the bytes land, and a refused write names the member."""
+    with Member(member_file) as m:
+        m.write_durable(4096, b"durable!")
+        assert m.pread(4096, 8) == b"durable!"
+    assert member_file.read_bytes()[4096:4104] == b"durable!"
+    with Member(member_file, readonly=True) as m:
+        with pytest.raises(MemberIOError) as ei:
+            m.write_durable(0, b"x")
+        assert ei.value.errno == errno.EBADF and str(member_file) in str(ei.value)
 
 
 def test_readonly_member_refuses_writes(member_file):

@@ -17,8 +17,6 @@ for a commit's fsyncs.
 
 from __future__ import annotations
 
-import errno
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -161,25 +159,8 @@ def _write_block(e: Entry) -> None:
 
 
 def _write_durable(e: Entry) -> None:
-    """Write the superblock and make it durable in one syscall: pwritev with RWF_DSYNC,
-    which syncs that range as fdatasync would (the block has a fixed place: nothing
-    else about the file changes). A live reshape commits per window, and every syscall
-    there is a GIL hand-off with the FUSE loop; pwrite + fsync where the kernel refuses
-    the flag."""
-    raw = _block(e)
-    fd = getattr(e.member, "fd", None)
-    if isinstance(fd, int) and _DSYNC:
-        try:
-            if os.pwritev(fd, [raw], SB_OFFSET, _DSYNC) == len(raw):
-                return
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                err = MemberIOError(f"{e.path}: superblock write failed: "
-                                    f"{exc.strerror or 'I/O error'}")
-                err.errno = exc.errno
-                raise err from exc
-    e.member.pwrite(SB_OFFSET, raw)  # short, or no RWF_DSYNC: the plain way
-    e.member.fsync()
+    """Write the superblock and make it durable (Member.write_durable: one pwritev with
+    RWF_DSYNC where the kernel takes it)."""
+    e.member.write_durable(SB_OFFSET, _block(e))
 
 
-_DSYNC = getattr(os, "RWF_DSYNC", 0)
