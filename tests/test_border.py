@@ -115,3 +115,24 @@ def test_border_moving_during_a_read_keeps_its_split(tmp_path: Path) -> None:
     finally:
         for m in members:
             m.close()
+
+
+def test_read_now_serves_each_side_from_its_layout(tmp_path: Path) -> None:
+    """Border.read_now (the engine's small-read fast path during a reshape) answers a read
+    on one side of the border from that side's layout, and leaves a straddling read to
+    the ordinary path."""
+    for direction in (FORWARD, BACKWARD):
+        border = 2 * 192 * KIB
+        vol, members, model = _setup(tmp_path / direction, border, direction)
+        try:
+            served = {True: 0, False: 0}
+            for off in range(0, vol.size, 4 * KIB):
+                got = vol.read_now(off, 4 * KIB)
+                if got is not None:
+                    assert got == bytes(model[off : off + 4 * KIB]), (direction, off)
+                    served[vol.new_side(off)] += 1
+            assert served[True] > 0 and served[False] > 0  # both layouts answered
+            assert vol.read_now(border - 2 * KIB, 4 * KIB) is None  # straddles
+        finally:
+            for m in members:
+                m.close()

@@ -218,9 +218,11 @@ class Array:
         if n == 0 or off >= size:
             return b""
         n = min(n, size - off)
-        if vol is self._driver and not self.roster.dead:
-            # no rebuild or reshape owns the array: a read of one member's cached bytes
-            # is served here, at once (Dispatcher.read_now); else the ordinary path
+        if (vol is self._driver or vol is getattr(self.reshape, "volume", None)) \
+                and not self.roster.dead:
+            # the plain driver or a reshape's Border (no rebuild owns the array): a read
+            # of one member's cached bytes is served here, at once (Dispatcher.read_now);
+            # else the ordinary path
             got = self.dispatch.read_now(vol, self.lock, off, n)
             if got is not None:
                 return got

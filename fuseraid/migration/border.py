@@ -70,6 +70,18 @@ class Border:
         for drv, o, k in self.pieces(off, len(view)):
             drv.write(o, view[o - off : o - off + k])
 
+    def read_now(self, off: int, n: int) -> bytes | None:
+        """The engine's small-read fast path (Driver.read_now) when [off, off+n) lies on
+        one side of the border, judged by one reading of it, as pieces() does. It runs
+        with no checkpoint on the trio thread, so it is a reader that the window's lock
+        let through: under a shared window lock it reads the old layout, which the
+        safety rule keeps intact until the barrier after the window."""
+        parts = self.pieces(off, n)
+        if len(parts) != 1:
+            return None
+        drv, o, k = parts[0]
+        return drv.read_now(o, k)
+
     def lock_span(self, off: int, n: int) -> tuple[int, int]:
         """The union of both geometries' spans: the border may move while a request waits
         for its lock, so it must hold what it touches on either side of it."""
