@@ -217,7 +217,8 @@ def main() -> None:
                     help="comma separated job names (default: all), e.g. 'randread 4K qd16'")
     ap.add_argument("--ab", action="append", default=[], metavar="VAR=VALUE",
                     help="also run each fuseraid target with this environment variable "
-                         "set (an A/B in the same run; repeatable)")
+                         "set (an A/B in the same run; repeatable; 'VAR=V VAR2=V2' sets "
+                         "several at once)")
     ap.add_argument("--serve-mem", nargs=2, metavar=("MOUNTPOINT", "SIZE_MIB"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -234,8 +235,8 @@ def main() -> None:
     targets = {
         "fuseraid raid0": fuseraid_target(0, work, args.size_mib),
         "fuseraid raid5": fuseraid_target(5, work, args.size_mib),
-        **{f"fuseraid raid{lv} {ab}": fuseraid_target(lv, work, args.size_mib,
-                                                      env=dict([ab.split("=", 1)]))
+        **{f"fuseraid raid{lv} {ab}": fuseraid_target(
+               lv, work, args.size_mib, env=dict(kv.split("=", 1) for kv in ab.split()))
            for ab in args.ab for lv in (0, 5)},
         "fuseraid front (memory)": mem_target(work, args.size_mib),
         "bare pyfuse3 (memory)": bare_target(work, args.size_mib),

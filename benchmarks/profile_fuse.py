@@ -36,6 +36,22 @@ from bench_fuse import PY, ROOT, process_mount  # noqa: E402
 OURS = re.compile(r"\(fuseraid/(front/fs|engine|member|layout)/?[\w/]*\.py:")
 PYFUSE = re.compile(r"pyfuse3|fuse_|libfuse|async_wrapper")
 TRIO = re.compile(r"\(trio/|outcome/|epoll")
+# the finer split of the write path (docs/PERFORMANCE.md, "Writes: where the time goes"):
+# (category, pattern on a frame "function (file:line)"), first match from the innermost
+RING = r" \(fuseraid/(engine/ring|member/uring)\.py"
+DETAIL = [
+    ("io_uring submit", re.compile(r"^(\w+\.)?(before_io_wait|_submit|submit)" + RING
+                                   + r"|fr_ring_submit|io_uring_submit")),
+    ("io_uring reaper", re.compile(r"^(\w+\.)?(run|_reap|reap|clear_eventfd)" + RING
+                                   + r"|fr_ring_reap")),
+    ("io_uring queue", re.compile(r"\(fuseraid/(engine/ring|member/uring)\.py|fr_ring_write")),
+    ("pool hooks", re.compile(r"\(fuseraid/engine/workers\.py")),
+    ("ours", OURS),
+    ("pyfuse3", PYFUSE),
+    ("trio epoll", re.compile(r"^(get_events|_epoll_wait|wait_readable|epoll_wait|"
+                              r"handle_io|process_events) |epoll")),
+    ("trio scheduler", re.compile(r"\(trio/|outcome/")),
+]
 
 
 def serve_timed(dump: str, argv: list[str]) -> None:
@@ -90,16 +106,20 @@ def iops(p: subprocess.Popen[str]) -> float:
     return max(job["read"]["iops"], job["write"]["iops"])
 
 
-def shares(raw: Path) -> dict[str, float]:
-    """py-spy raw output: the trio thread's samples by innermost named frame."""
+def shares(raw: Path, detail: bool = False) -> dict[str, float]:
+    """py-spy raw output: the trio thread's samples by innermost named frame (detail:
+    by the finer DETAIL categories)."""
     count: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         frames = stack.split(";")
         if not any("trio/_core/_run.py" in f for f in frames):
             continue  # another thread (the trio thread is inside trio.run, in or out of epoll)
-        kind = "other"
-        for f in reversed(frames):
+        kind = ""
+        if detail:
+            kind = next((name for f in reversed(frames) for name, pat in DETAIL
+                         if pat.search(f)), "other")
+        for f in ([] if kind else reversed(frames)):
             kind = ("ours" if OURS.search(f) else "pyfuse3" if PYFUSE.search(f)
                     else "trio" if TRIO.search(f) else "")
             if kind:
@@ -116,6 +136,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=190)
     ap.add_argument("--env", action="append", default=[], metavar="VAR=VALUE")
     ap.add_argument("--py-spy", default=None, help="py-spy binary: also sample (--native)")
+    ap.add_argument("--raw-out", default=None, help="keep py-spy's raw samples here")
     ap.add_argument("--serve-timed", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_timed:
@@ -181,8 +202,12 @@ def main() -> None:
                 subprocess.run([args.py_spy, "record", "--native", "-r", "200", "-d", "5", "-f",
                                 "raw", "-o", str(raw), "-p", str(pid)], capture_output=True)
                 iops(job)
+                if args.raw_out:
+                    shutil.copy(raw, args.raw_out)
                 print("  py-spy --native, trio thread: " + ", ".join(
                     f"{k} {v * 100:.1f}%" for k, v in shares(raw).items()))
+                print("  the same, finer: " + ", ".join(
+                    f"{k} {v * 100:.1f}%" for k, v in shares(raw, detail=True).items()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

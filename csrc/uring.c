@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@ struct fr_ring {
     struct io_uring ring;
     int efd;
     int unsent;
+    unsigned sqe_flags;
 };
 
 fr_ring *fr_ring_open(unsigned entries, int *err)
@@ -26,6 +28,11 @@ fr_ring *fr_ring_open(unsigned entries, int *err)
         free(r);
         return NULL;
     }
+    /* FUSERAID_URING_ASYNC=1 (an experiment, docs/PERFORMANCE.md): IOSQE_ASYNC sends
+     * each write straight to an io-wq thread, skipping the non-blocking attempt that
+     * a buffered write on ext4 always fails. */
+    const char *async = getenv("FUSERAID_URING_ASYNC");
+    r->sqe_flags = async && strcmp(async, "1") == 0 ? IOSQE_ASYNC : 0;
     r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (r->efd < 0) {
         *err = errno;
@@ -66,6 +73,8 @@ int fr_ring_write(fr_ring *r, const fr_op *ops, unsigned n)
         const fr_op *op = &ops[queued];
         io_uring_prep_write(sqe, op->fd, op->buf, op->len, op->off);
         io_uring_sqe_set_data64(sqe, op->tag);
+        if (r->sqe_flags)
+            io_uring_sqe_set_flags(sqe, r->sqe_flags);
         queued++;
     }
     if (queued)

@@ -40,6 +40,11 @@ INLINE = os.environ.get("FUSERAID_INLINE", "1") != "0"
 # the levels' integer fast paths, read_now and write_now (A/B measurements,
 # docs/PERFORMANCE.md).
 FAST = INLINE and os.environ.get("FUSERAID_FAST", "1") != "0"
+# FUSERAID_WRITE_SYNC=1: an EXPERIMENT, never a setting to run with. An inline request's
+# member writes are issued with os.pwrite on the trio thread, blocking the loop (which
+# the engine must not do): the upper bound of any design that acknowledges a write once
+# it is in the members' page cache (docs/PERFORMANCE.md, "Writes: where the time goes").
+WRITE_SYNC = os.environ.get("FUSERAID_WRITE_SYNC", "0") == "1"
 
 Deferred = list[tuple[Any, list[tuple[int, int, Any]]]]
 
@@ -49,6 +54,15 @@ def _run_deferred(deferred: Deferred) -> None:
     (worker thread): a member that fails meets the policy here, as in a plain request."""
     for drv, writes in deferred:
         drv.write_blocks(writes)
+
+
+def _pwrite(fd: int, off: int, data: Any) -> int:
+    """FUSERAID_WRITE_SYNC's member write, on the trio thread: bytes written or -errno
+    (a failure goes again through the driver, as from the ring)."""
+    try:
+        return os.pwrite(fd, data, off)
+    except OSError as e:
+        return -(e.errno or 5)
 
 
 class Dispatcher:
@@ -131,7 +145,7 @@ class Dispatcher:
         a ring, else one worker hop. Writes that fail or come back short are issued again
         through their driver in a worker, where a real error meets the failure policy."""
         ring = self.ring
-        if ring is None or not ring.running:
+        if (ring is None or not ring.running) and not WRITE_SYNC:
             await self.hop(_run_deferred, deferred, cost=n)
             return
         items: list[tuple[int, int, Any]] = []
@@ -142,7 +156,10 @@ class Dispatcher:
                 if slot is not None:  # as write_blocks: a role failed meanwhile drops out
                     items.append((slot.member.fd, slot.data_offset + w[1], w[2]))
                     owners.append((drv, w))
-        results = await ring.write(items)
+        if WRITE_SYNC or ring is None:
+            results = [_pwrite(fd, off, data) for fd, off, data in items]
+        else:
+            results = await ring.write(items)
         redo = [(drv, [w]) for (drv, w), res in zip(owners, results, strict=True)
                 if res != memoryview(w[2]).nbytes]
         if redo:

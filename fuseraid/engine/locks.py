@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import trio
 
@@ -19,13 +18,17 @@ import trio
 WHOLE = 1 << 63
 
 
-@dataclass(eq=False)
 class _Request:
-    start: int
-    end: int
-    exclusive: bool
-    event: trio.Event = field(default_factory=trio.Event)
-    granted: bool = False
+    # Plain slots, and the Event only for a request that waits: a small request takes
+    # and releases one of these on the trio thread, where every microsecond counts.
+    __slots__ = ("start", "end", "exclusive", "event", "granted")
+
+    def __init__(self, start: int, end: int, exclusive: bool) -> None:
+        self.start = start
+        self.end = end
+        self.exclusive = exclusive
+        self.event: trio.Event | None = None
+        self.granted = False
 
     def conflicts(self, other: _Request) -> bool:
         overlap = self.start < other.end and other.start < self.end
@@ -53,6 +56,7 @@ class IntervalLock:
                 self.release(req)
                 raise
             return req
+        req.event = trio.Event()
         self._waiting.append(req)
         try:
             await req.event.wait()
@@ -89,9 +93,14 @@ class IntervalLock:
         return True
 
     def release(self, req: _Request) -> None:
-        self._held.remove(req)
+        held = self._held
+        if held[-1] is req:  # the common case: the latest grant goes first
+            held.pop()
+        else:
+            held.remove(req)
         req.granted = False
-        self._wake()
+        if self._waiting:
+            self._wake()
 
     @asynccontextmanager
     async def shared(self, start: int, end: int) -> AsyncIterator[None]:
@@ -120,11 +129,26 @@ class IntervalLock:
     # -- internals ---------------------------------------------------------------------
 
     def _grantable(self, req: _Request, earlier: list[_Request]) -> bool:
-        if req.start == req.end:
+        # req.conflicts() spelled out as plain loops (~3x cheaper than any() over a
+        # generator of method calls, measured with 15 ranges held)
+        start, end = req.start, req.end
+        if start == end:
             return True  # an empty range touches nothing
-        if any(req.conflicts(h) for h in self._held):
-            return False
-        return not any(req.conflicts(w) for w in earlier)
+        if req.exclusive:
+            for r in self._held:
+                if r.start < end and start < r.end:
+                    return False
+            for r in earlier:
+                if r.start < end and start < r.end:
+                    return False
+        else:
+            for r in self._held:
+                if r.exclusive and r.start < end and start < r.end:
+                    return False
+            for r in earlier:
+                if r.exclusive and r.start < end and start < r.end:
+                    return False
+        return True
 
     def _grant(self, req: _Request) -> None:
         req.granted = True
@@ -135,7 +159,8 @@ class IntervalLock:
         for req in self._waiting:
             if self._grantable(req, still):
                 self._grant(req)
-                req.event.set()
+                if req.event is not None:  # always: acquire() gave it one to wait on
+                    req.event.set()
             else:
                 still.append(req)
         self._waiting = still

@@ -1,7 +1,9 @@
 """A thin binding of the io_uring write ring (csrc/uring.c): queue positioned writes,
 harvest their completions. Synchronous and thread-agnostic; the engine's WriteRing
 (engine/ring.py) drives it from trio. `available()` says whether it can be used here:
-the extension is optional (built only with liburing) and io_uring may be disabled."""
+the extension is optional (built only with liburing) and io_uring may be disabled.
+FUSERAID_URING_ASYNC=1 (read by csrc/uring.c when a ring opens) sets IOSQE_ASYNC on every
+write: an experiment, measured as no gain (docs/PERFORMANCE.md)."""
 
 from __future__ import annotations
 
