@@ -8,13 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuseraid.errors import FuseraidError, MemberIOError
+from fuseraid.member import nowait
 from fuseraid.member.device import Member
 
 SIZE = 1 << 20
@@ -181,3 +184,38 @@ def test_loop_device(loopdev):
         assert ei.value.errno == errno.EBUSY and dev in str(ei.value)
     # the loop driver wrote through to the backing file
     assert backing.read_bytes()[3 << 20 : (3 << 20) + 65536] == payload
+
+
+def test_tmpfs_member_reads_without_waiting(tmp_path):
+    """tmpfs refuses RWF_NOWAIT, but its pages are memory: its member is read at once
+    (once, the refusal turned the fast path off for the whole process)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm")
+    fd, name = tempfile.mkstemp(dir=shm, prefix="fuseraid-test-")
+    os.close(fd)
+    try:
+        data = os.urandom(SIZE)
+        Path(name).write_bytes(data)
+        with Member(name) as m:
+            assert m.read_now(4096, 8192) == data[4096:12288]
+            with nowait.section():
+                buf = bytearray(4096)
+                m.preadinto(buf, 0)  # in a section: no WouldBlock
+            assert bytes(buf) == data[:4096]
+    finally:
+        os.unlink(name)
+
+
+def test_refused_flags_stop_that_member_only(member_file, tmp_path):
+    """A file that refuses the non-blocking read flags falls back to the ordinary path
+    for good; other members go on reading at once."""
+    other = tmp_path / "other.img"
+    other.write_bytes(member_file.read_bytes())
+    with Member(member_file) as a, Member(other) as b:
+        a._nowait = 1 << 30  # a flag no kernel knows: preadv2 refuses it (EOPNOTSUPP)
+        assert a.read_now(0, 4096) is None
+        assert a._nowait is None  # remembered: no more syscalls that fail
+        with nowait.section(), pytest.raises(nowait.WouldBlock):
+            a.preadinto(bytearray(4096), 0)
+        assert b.read_now(0, 4096) == member_file.read_bytes()[:4096]

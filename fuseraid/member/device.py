@@ -70,6 +70,8 @@ class Member:
                                     "by another fuseraid array)") from e
             raise _err(self.path, "cannot lock member", e) from e
         self._fd = fd
+        # non-blocking reads (nowait.py): the flags this file takes, None once refused
+        self._nowait: int | None = nowait.read_flags(fd)
         try:
             self.size = self._query_size()
         except MemberIOError:
@@ -144,7 +146,7 @@ class Member:
         self._check_range("read", off, n)
         sec = nowait.current()
         if sec is not None:
-            nowait.read(sec, self.fd, [mv], off, n)
+            self._read_nowait(sec, [mv], off, n)
             return
         done = 0
         fd = self.fd
@@ -161,9 +163,25 @@ class Member:
     def read_now(self, off: int, n: int) -> bytearray | None:
         """n bytes at off if they are all in the page cache now, else None: never blocks
         and never raises (an error is the ordinary path's to meet and report)."""
-        if self._fd < 0 or off < 0 or off + n > self.size:
+        flags = self._nowait
+        if flags is None or self._fd < 0 or off < 0 or off + n > self.size:
             return None
-        return nowait.pread(self._fd, off, n)
+        try:
+            return nowait.pread(self._fd, off, n, flags)
+        except nowait.Unsupported:
+            self._nowait = None  # this file refuses: the ordinary path from now on
+            return None
+
+    def _read_nowait(self, sec: nowait.Section, views: list[memoryview], off: int,
+                     total: int) -> None:
+        flags = self._nowait
+        if flags is None:
+            raise nowait.WouldBlock
+        try:
+            nowait.read(sec, self.fd, views, off, total, flags)
+        except nowait.Unsupported:
+            self._nowait = None
+            raise
 
     def pwrite(self, off: int, data: bytes | bytearray | memoryview) -> None:
         """Write all of data at off (loops on short writes)."""
@@ -192,7 +210,7 @@ class Member:
         self._check_range("read", off, total)
         sec = nowait.current()
         if sec is not None and len(views) <= _IOV_MAX:
-            nowait.read(sec, self.fd, views, off, total)
+            self._read_nowait(sec, views, off, total)
             return
         if sec is not None:
             raise nowait.WouldBlock

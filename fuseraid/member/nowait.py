@@ -19,6 +19,11 @@ Other threads are unaffected: the section lives in a thread-local.
 `pread()` is the same non-blocking read without a section, for the levels' fast path
 (Driver.read_now): one member run that owns no deferred writes, None instead of
 WouldBlock.
+
+Both take the member's read flags (`read_flags()`): RWF_NOWAIT for a file or device,
+none for a memory filesystem (tmpfs, ramfs: their pages are memory, a read never waits
+for a device, and tmpfs refuses RWF_NOWAIT). A file that refuses the flag raises
+Unsupported, so its Member stops trying (the ordinary path serves it from then on).
 """
 
 from __future__ import annotations
@@ -38,6 +43,36 @@ _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 
 class WouldBlock(Exception):
     """The request cannot finish without blocking: redo it in a worker thread."""
+
+
+class Unsupported(WouldBlock):
+    """This file refuses non-blocking reads (EOPNOTSUPP/EINVAL): do not try again."""
+
+
+# statfs f_type of filesystems whose pages are memory (linux/magic.h)
+_MEMORY_FS = {0x01021994, 0x858458F6}  # TMPFS_MAGIC, RAMFS_MAGIC
+
+
+def read_flags(fd: int) -> int | None:
+    """preadv2 flags for non-blocking reads of fd: RWF_NOWAIT, 0 on a memory filesystem,
+    or None when this kernel cannot (every attempt then falls back at once)."""
+    if not _supported:
+        return None
+    return 0 if _fs_type(fd) in _MEMORY_FS else _NOWAIT
+
+
+def _fs_type(fd: int) -> int | None:
+    """fstatfs(fd).f_type (the first field of struct statfs on Linux), or None."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)  # larger than any struct statfs
+        if libc.fstatfs(fd, buf) != 0:
+            return None
+        return int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], "little")
+    except (OSError, AttributeError):
+        return None
 
 
 class Section:
@@ -82,31 +117,30 @@ def section() -> Iterator[Section]:
         _local.section = None
 
 
-def pread(fd: int, off: int, n: int) -> bytearray | None:
+def pread(fd: int, off: int, n: int, flags: int) -> bytearray | None:
     """n bytes at off of fd if the page cache holds them all, else None (the caller
-    takes its ordinary path). No section: for a read that owns no deferred writes."""
-    global _supported
-    if not _supported:
-        return None
+    takes its ordinary path). No section: for a read that owns no deferred writes.
+    Raises Unsupported when fd refuses the flags."""
     buf = bytearray(n)
     try:
-        got = os.preadv(fd, (buf,), off, _NOWAIT)
+        got = os.preadv(fd, (buf,), off, flags)
     except OSError as e:
         if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # this kernel or file cannot
-            _supported = False
+            raise Unsupported from e
         return None
     return buf if got == n else None
 
 
-def read(sec: Section, fd: int, views: list[memoryview], off: int, total: int) -> None:
-    """Fill views from off without blocking, entirely or not at all (WouldBlock)."""
-    global _supported
+def read(sec: Section, fd: int, views: list[memoryview], off: int, total: int,
+         flags: int) -> None:
+    """Fill views from off without blocking, entirely or not at all (WouldBlock;
+    Unsupported when fd refuses the flags)."""
     sec.check_read(fd, off, total)
     try:
-        got = os.preadv(fd, views, off, os.RWF_NOWAIT)
+        got = os.preadv(fd, views, off, flags)
     except OSError as e:
         if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # this kernel or file cannot
-            _supported = False
+            raise Unsupported from e
         raise WouldBlock from e
     if got != total:
         raise WouldBlock
