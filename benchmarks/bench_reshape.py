@@ -67,6 +67,13 @@ def _array(folder: Path, member_mib: int, offset_mib: int) -> tuple[list[Path], 
     for role, p in enumerate([*paths, extra]):
         with open(p, "wb") as f:
             f.truncate(member_mib * MIB)
+            if p == extra:
+                # the member to add has its pages, as a disk has its blocks: in this VM a
+                # page the host took back (free page reporting) costs ~10 us at first
+                # touch, which the dd reference (run later on the same files) never pays
+                zeros = bytes(MIB)
+                for _ in range(member_mib):
+                    f.write(zeros)
         if role < g.raid_disks:
             write_superblock(p, Superblock.new(
                 level=5, raid_disks=g.raid_disks, role=role, member_bytes=member_mib * MIB,
