@@ -145,7 +145,7 @@ def stop(p: subprocess.Popen[str] | None) -> None:
 
 
 class Mount:
-    """A mounted raid5 over 4 fresh member files (a 5th, blank, to add)."""
+    """A mounted raid5 over 4 fresh member files (a 5th, zero-filled, to add)."""
 
     def __init__(self, work: Path, member_mib: int) -> None:
         self.work = work
