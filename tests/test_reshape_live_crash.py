@@ -1,4 +1,4 @@
-"""Crash safety of the live migrator's batches (migrator.run_live: several windows per
+"""Crash safety of the live migrator's batches (runner.run_live: several windows per
 worker hop, a commit only where the safety rule measured from the durable border needs
 one and at the end of each batch; writes to the batch wait until it is committed):
 
@@ -39,15 +39,10 @@ from fuseraid.layout import Geometry
 from fuseraid.member.device import Member
 from fuseraid.migration import open_array
 from fuseraid.migration.live import start_live_reshape
-from fuseraid.migration.migrator import (
-    Batch,
-    begin_reshape,
-    copy_batch,
-    plan_batch,
-    run_offline,
-)
+from fuseraid.migration.migrator import begin_reshape, run_offline
 from fuseraid.migration.plan import MAX_WINDOW, Request
 from fuseraid.migration.resume import open_members, resume_reshape
+from fuseraid.migration.runner import Batch, copy_batch, plan_batch
 
 # name: test_reshape_crash's scenario tuple, and the max window
 SCENARIOS = {name: (sc, SMALL_WINDOW) for name, sc in CRASH_SCENARIOS.items()}
@@ -119,7 +114,7 @@ async def test_live_batches_under_load(tmp_path: Path, name: str,
     the model all along; a batch's lock keeps them right."""
     from test_reshape_live import _hammer
 
-    import fuseraid.migration.migrator as migrator
+    import fuseraid.migration.runner as runner
 
     sizes: list[int] = []
 
@@ -128,7 +123,7 @@ async def test_live_batches_under_load(tmp_path: Path, name: str,
         sizes.append(len(b.windows))
         return b
 
-    monkeypatch.setattr(migrator, "plan_batch", spy)
+    monkeypatch.setattr(runner, "plan_batch", spy)
     paths, extras, content, req, exposed, _ = _setup(tmp_path, name)
     model = bytearray(content[: exposed or len(content)])
     done = {"n": 0}

@@ -11,6 +11,7 @@ import fcntl
 import os
 import stat
 import struct
+import time
 from collections.abc import Sequence
 
 from fuseraid.errors import MemberIOError
@@ -62,7 +63,7 @@ class Member:
             raise _err(self.path, "cannot open member", e) from e
         try:
             # flock on devices too: redundant with O_EXCL, but one rule for both kinds
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(fd)
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
@@ -276,6 +277,23 @@ class Member:
 
 
 _DSYNC = getattr(os, "RWF_DSYNC", 0)
+# How long a held lock may take to go away: the lock of a daemon that was just killed
+# outlives it while the kernel tears down its io_uring, whose writes in flight still
+# hold the member's file (measured: milliseconds); another live array holds it for good.
+_LOCK_GRACE = 2.0
+
+
+def _lock(fd: int) -> None:
+    """flock(LOCK_EX|LOCK_NB), retried for up to _LOCK_GRACE seconds."""
+    deadline = time.monotonic() + _LOCK_GRACE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 def _no_section() -> None:

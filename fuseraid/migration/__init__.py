@@ -5,14 +5,7 @@ between the old and the new layout behind a moving border, crash-safe, resumable
 them wherever the members may be in mid-reshape (the engine alone refuses those)."""
 
 from fuseraid.migration.border import Border
-from fuseraid.migration.migrator import (
-    Control,
-    Reshape,
-    begin_reshape,
-    rebuild_offline,
-    run_live,
-    run_offline,
-)
+from fuseraid.migration.migrator import Reshape, begin_reshape, rebuild_offline, run_offline
 from fuseraid.migration.plan import BACKWARD, FORWARD, Plan, Request, plan_reshape
 from fuseraid.migration.resume import (
     assemble,
@@ -22,6 +15,7 @@ from fuseraid.migration.resume import (
     reshape_opener,
     resume_reshape,
 )
+from fuseraid.migration.runner import Control, run_live
 
 __all__ = [
     "BACKWARD", "FORWARD", "Border", "Control", "Plan", "Request", "Reshape", "assemble",

@@ -1,7 +1,7 @@
 """A reshape started on a live, mounted Array (the control socket's "grow"): record it,
 put the Border in front of the array, run the migrator in the array's nursery, and hand
 the array its new geometry when the pass is done. (An array assembled mid-reshape is
-resumed through fuseraid.migration.open_array: the engine runs migrator.run_live.)
+resumed through fuseraid.migration.open_array: the engine runs runner.run_live.)
 Only the Array's public API is used here (driver, busy(), role_holders(), spare_members(),
 set_roles(), fit_roles(), make_driver()/unregister_slots(), adopt_volume(), kick())."""
 
@@ -20,8 +20,9 @@ from fuseraid.engine.levels import Slot
 from fuseraid.engine.locks import WHOLE
 from fuseraid.errors import FuseraidError
 from fuseraid.member.device import Member
-from fuseraid.migration.migrator import Control, Reshape, begin_reshape, run_live
+from fuseraid.migration.migrator import Reshape, begin_reshape
 from fuseraid.migration.plan import MAX_WINDOW, Request, target_geometry
+from fuseraid.migration.runner import Control, run_live
 
 log = logging.getLogger("fuseraid.migration")
 
