@@ -211,6 +211,9 @@ class Array:
 
     # ---- requests ----
     async def read(self, off: int, n: int) -> bytes:
+        """Array bytes [off, off+n), short at the end. A small read of cached bytes is
+        answered without a checkpoint (Dispatcher.read_now): a caller that loops on
+        reads must yield itself (the FUSE loop does, once per request)."""
         if off < 0 or n < 0:
             raise OSError(errno.EINVAL, f"bad read at {off} of {n} bytes")
         vol = self.volume
