@@ -230,8 +230,10 @@ class Driver:
         return self._retrying(self._read, off, n)
 
     def read_into(self, off: int, view: memoryview) -> None:
-        """view[:] = read(off, len(view)); levels override it to skip the copy."""
-        view[:] = self.read(off, len(view))
+        """view[:] = read(off, len(view)) without the intermediate buffer (the migrator
+        reads megabyte windows into a reused one)."""
+        self._check_range(off, len(view))
+        self._retrying(self._read_into, off, view)
 
     def write(self, off: int, data: Any) -> None:
         view = memoryview(data).cast("B")
@@ -267,6 +269,11 @@ class Driver:
 
     # ---- what each level implements ----------------------------------------------------
     def _read(self, off: int, n: int) -> bytes:
+        out = bytearray(n)
+        self._read_into(off, memoryview(out))
+        return bytes(out)
+
+    def _read_into(self, off: int, view: memoryview) -> None:
         raise NotImplementedError
 
     def _write(self, off: int, data: memoryview) -> None:

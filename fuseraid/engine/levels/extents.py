@@ -118,17 +118,6 @@ class ExtentDriver(Driver):
             return None
         return [(role, dev, data) for role, dev in self._writable(exts[0])]
 
-    def _read(self, off: int, n: int) -> bytes:
-        out = bytearray(n)
-        self._read_into(off, memoryview(out))
-        return bytes(out)
-
-    def read_into(self, off: int, view: memoryview) -> None:
-        """view[:] = read(off, len(view)) without the intermediate buffer (the migrator
-        reads megabyte windows into a reused one)."""
-        self._check_range(off, len(view))
-        self._retrying(self._read_into, off, view)
-
     def _read_into(self, off: int, view: memoryview) -> None:
         reads = []
         for ext in self._map(off, len(view)):

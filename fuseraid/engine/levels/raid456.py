@@ -112,17 +112,6 @@ class Raid456Driver(Driver):
             return None
         return self._member_now(self.layout.row(r).data_roles[k], r * c + intra, n)
 
-    def _read(self, off: int, n: int) -> bytes:
-        out = bytearray(n)
-        self._read_into(off, memoryview(out))
-        return bytes(out)
-
-    def read_into(self, off: int, view: memoryview) -> None:
-        """view[:] = read(off, len(view)) without the intermediate buffer (the migrator
-        reads megabyte windows into a reused one)."""
-        self._check_range(off, len(view))
-        self._retrying(self._read_into, off, view)
-
     def _read_into(self, off: int, view: memoryview) -> None:
         rb = self.row_bytes
         reads: list[tuple[int, int, Buf]] = []  # healthy chunks, gathered at the end
