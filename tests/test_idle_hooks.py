@@ -20,6 +20,7 @@ from fuseraid.engine.create import create
 from fuseraid.engine.ring import WriteRing
 from fuseraid.engine.workers import WorkerPool
 from fuseraid.member import uring
+from tests.test_inline_requests import drop_cache
 
 MIB = 1 << 20
 
@@ -169,16 +170,6 @@ async def test_pool_leaves_when_idle_and_jobs_still_wake() -> None:
         pool.stop()
         pool.join()
     assert not installed(pool)
-
-
-def drop_cache(path: str) -> None:
-    """Evict a file's pages: a small raid5 write then cannot run inline (it reads)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 async def test_array_writes_after_idle_spells(tmp_path: Path) -> None:
